@@ -1,0 +1,556 @@
+//! One connection's pending frames and its buffered amount
+//! (PROTOCOL.md "Backpressure and slow consumers").
+//!
+//! The publisher side pushes; the connection's writer task drains everything at
+//! once, writes it, and reports the bytes written. The buffered amount is what
+//! is queued plus what the writer has taken and not yet written.
+//!
+//! * up to `soft_limit_bytes`: every frame is kept (lossless);
+//! * above it: conflation, the newest pending tick per topic is kept and older
+//!   ones are dropped and counted; control frames are never dropped;
+//! * above `hard_limit_bytes`, or above the soft limit for `slow_timeout_ms`:
+//!   the outbox is marked slow, dropped, and the writer closes with 4001.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::stats::EngineStats;
+use crate::TopicId;
+
+/// Limits of one connection's buffered amount.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxConfig {
+    pub soft_limit_bytes: usize,
+    pub hard_limit_bytes: usize,
+    pub slow_timeout_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            soft_limit_bytes: 262_144,
+            hard_limit_bytes: 4_194_304,
+            slow_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Why an outbox gave up on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowReason {
+    /// Over `hard_limit_bytes`.
+    HardLimit,
+    /// Over `soft_limit_bytes` for longer than `slow_timeout_ms`.
+    SoftTimeout,
+}
+
+/// `topic` of a control frame: never conflated.
+const CONTROL: u32 = u32::MAX;
+
+/// One pending frame. A tick whose `frame` is empty was conflated away (a tombstone).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    topic: u32,
+    /// The JSON text of the frame.
+    pub frame: Bytes,
+}
+
+impl Entry {
+    fn is_tombstone(&self) -> bool {
+        self.frame.is_empty()
+    }
+}
+
+/// Bytes a text frame of `len` payload bytes takes on the wire (server frames are unmasked).
+pub fn wire_len(len: usize) -> usize {
+    len + if len < 126 {
+        2
+    } else if len < 65_536 {
+        4
+    } else {
+        10
+    }
+}
+
+/// max_hz state of one topic on one connection.
+#[derive(Debug)]
+struct Gate {
+    interval: Duration,
+    /// Earliest time the next frame may be queued.
+    next_at: Instant,
+    /// Newest frame held back until `next_at`.
+    pending: Option<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: Vec<Entry>,
+    queued_bytes: usize,
+    inflight_bytes: usize,
+    conflating: bool,
+    /// topic -> index in `queue` of its newest pending tick; kept only while conflating.
+    latest: HashMap<u32, usize>,
+    tombstones: usize,
+    over_soft_since: Option<Instant>,
+    slow: Option<SlowReason>,
+    closed: bool,
+    /// While > 0 the writer takes nothing: a subscribe is placing its reply first.
+    held: u32,
+    /// A wake-up has been sent and not yet consumed by a drain.
+    woken: bool,
+    gates: HashMap<u32, Gate>,
+    max_buffered: usize,
+}
+
+/// One connection's queue of frames; shared by the engine (producer) and the
+/// connection's writer (consumer).
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    cfg: OutboxConfig,
+    stats: Arc<EngineStats>,
+}
+
+/// What a writer took from the outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// Frames were moved into the caller's vector (maybe none).
+    Frames,
+    /// The connection is a slow consumer: close it with 4001.
+    Slow(SlowReason),
+}
+
+impl Outbox {
+    pub fn new(cfg: OutboxConfig, stats: Arc<EngineStats>) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            cfg,
+            stats,
+        }
+    }
+
+    /// Waits until there may be something to drain.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a wake-up that is not consumed stays stored.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Queues a control frame (reply, status): never conflated or dropped while the
+    /// connection lives. It still counts toward the buffered amount.
+    pub fn push_control(&self, frame: Bytes) {
+        let mut st = self.state.lock();
+        if st.closed || st.slow.is_some() {
+            return;
+        }
+        st.queued_bytes += wire_len(frame.len());
+        st.queue.push(Entry {
+            topic: CONTROL,
+            frame,
+        });
+        self.after_push(st, Instant::now());
+    }
+
+    /// Queues a value frame (tick, snapshot) of `topic`, through the topic's max_hz
+    /// gate when `interval` is set. `now` is read once per publish by the caller.
+    pub fn push_tick(&self, topic: TopicId, frame: Bytes, now: Instant, interval: Option<Duration>) {
+        let mut st = self.state.lock();
+        if st.closed || st.slow.is_some() {
+            return;
+        }
+        if let Some(interval) = interval {
+            let gate = st.gates.entry(topic.0).or_insert(Gate {
+                interval,
+                next_at: now,
+                pending: None,
+            });
+            gate.interval = interval;
+            if now < gate.next_at || gate.pending.is_some() {
+                if gate.pending.replace(frame).is_some() {
+                    self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                }
+                // The writer wakes at the gate's time: wake it so it re-arms its timer.
+                return self.wake(st);
+            }
+            gate.next_at = now + interval;
+        }
+        self.enqueue_tick(&mut st, topic.0, frame);
+        self.after_push(st, now);
+    }
+
+    fn enqueue_tick(&self, st: &mut State, topic: u32, frame: Bytes) {
+        st.queued_bytes += wire_len(frame.len());
+        if st.conflating {
+            let at = st.queue.len();
+            if let Some(old) = st.latest.insert(topic, at) {
+                let old = std::mem::take(&mut st.queue[old].frame);
+                st.queued_bytes -= wire_len(old.len());
+                st.tombstones += 1;
+                self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        st.queue.push(Entry { topic, frame });
+    }
+
+    fn wake(&self, mut st: parking_lot::MutexGuard<'_, State>) {
+        let wake = !st.woken && st.held == 0;
+        if wake {
+            st.woken = true;
+        }
+        drop(st);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    fn after_push(&self, mut st: parking_lot::MutexGuard<'_, State>, now: Instant) {
+        self.check_limits(&mut st, now, false);
+        if st.held == 0 && st.tombstones > 64 && st.tombstones * 2 > st.queue.len() {
+            compact(&mut st);
+        }
+        self.wake(st);
+    }
+
+    fn check_limits(&self, st: &mut State, now: Instant, progressed: bool) {
+        let buffered = st.queued_bytes + st.inflight_bytes;
+        st.max_buffered = st.max_buffered.max(buffered);
+        if buffered > self.cfg.hard_limit_bytes {
+            self.mark_slow(st, SlowReason::HardLimit);
+        } else if buffered > self.cfg.soft_limit_bytes {
+            if !st.conflating {
+                st.conflating = true;
+                self.conflate_queue(st);
+            }
+            match st.over_soft_since {
+                None => st.over_soft_since = Some(now),
+                Some(since) => {
+                    if now.duration_since(since) > Duration::from_millis(self.cfg.slow_timeout_ms)
+                    {
+                        self.mark_slow(st, SlowReason::SoftTimeout);
+                    }
+                }
+            }
+        } else {
+            st.over_soft_since = None;
+            // Hysteresis: conflation ends once the writer has brought the buffered
+            // amount down to half the soft limit (`progressed`: called after a
+            // write), not as soon as conflation itself shrank the queue, which
+            // would flap between the two modes.
+            if progressed && st.conflating && buffered <= self.cfg.soft_limit_bytes / 2 {
+                st.conflating = false;
+                st.latest.clear();
+            }
+        }
+    }
+
+    fn mark_slow(&self, st: &mut State, reason: SlowReason) {
+        if st.slow.is_none() {
+            st.slow = Some(reason);
+            // Nothing more will be written but the close frame: free the memory now.
+            st.queue = Vec::new();
+            st.queued_bytes = 0;
+            st.latest = HashMap::new();
+            st.gates = HashMap::new();
+            st.woken = false;
+        }
+    }
+
+    /// Entering conflation: keep only the newest pending tick of each topic.
+    fn conflate_queue(&self, st: &mut State) {
+        st.latest.clear();
+        let mut dropped = 0u64;
+        for i in (0..st.queue.len()).rev() {
+            let e = &st.queue[i];
+            if e.topic == CONTROL || e.is_tombstone() {
+                continue;
+            }
+            if st.latest.contains_key(&e.topic) {
+                let old = std::mem::take(&mut st.queue[i].frame);
+                st.queued_bytes -= wire_len(old.len());
+                st.tombstones += 1;
+                dropped += 1;
+            } else {
+                st.latest.insert(e.topic, i);
+            }
+        }
+        self.stats.conflated.fetch_add(dropped, Ordering::Relaxed);
+        if st.held == 0 {
+            compact(st);
+        }
+    }
+
+    /// Moves every pending frame into `out` (which should be empty); the bytes
+    /// stay in the buffered amount until [`Outbox::written`] reports them.
+    pub fn drain(&self, out: &mut Vec<Entry>) -> Drain {
+        let mut st = self.state.lock();
+        st.woken = false;
+        if let Some(reason) = st.slow {
+            st.closed = true;
+            return Drain::Slow(reason);
+        }
+        if st.held > 0 {
+            return Drain::Frames;
+        }
+        std::mem::swap(&mut st.queue, out);
+        if st.tombstones > 0 {
+            out.retain(|e| !e.is_tombstone());
+        }
+        st.tombstones = 0;
+        st.latest.clear();
+        st.inflight_bytes += st.queued_bytes;
+        st.queued_bytes = 0;
+        Drain::Frames
+    }
+
+    /// The writer wrote `bytes` (as counted by [`wire_len`]) to the socket.
+    pub fn written(&self, bytes: usize) {
+        let mut st = self.state.lock();
+        st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
+        self.check_limits(&mut st, Instant::now(), true);
+    }
+
+    /// Queues the max_hz frames whose time has come; returns when the next one is due.
+    pub fn release_gates(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.state.lock();
+        if st.gates.is_empty() || st.slow.is_some() {
+            return None;
+        }
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (&topic, gate) in st.gates.iter_mut() {
+            if gate.pending.is_none() {
+                continue;
+            }
+            if gate.next_at <= now {
+                if let Some(f) = gate.pending.take() {
+                    due.push((topic, f));
+                }
+                gate.next_at = now + gate.interval;
+            } else {
+                next = Some(next.map_or(gate.next_at, |n| n.min(gate.next_at)));
+            }
+        }
+        if !due.is_empty() {
+            for (topic, f) in due {
+                self.enqueue_tick(&mut st, topic, f);
+            }
+            self.check_limits(&mut st, now, false);
+        }
+        next
+    }
+
+    /// When the slow-consumer clock runs out, if it is running: the writer
+    /// checks then even if nothing more is pushed.
+    pub fn slow_deadline(&self) -> Option<Instant> {
+        let st = self.state.lock();
+        st.over_soft_since
+            .map(|s| s + Duration::from_millis(self.cfg.slow_timeout_ms) + Duration::from_millis(1))
+    }
+
+    /// Re-evaluates the limits at `now` (the slow-consumer clock), waking the writer if slow.
+    pub fn check(&self, now: Instant) {
+        let mut st = self.state.lock();
+        self.check_limits(&mut st, now, false);
+        if st.slow.is_some() {
+            self.wake(st);
+        }
+    }
+
+    /// Holds the writer back and reserves the next position for a reply that
+    /// must precede frames pushed meanwhile. Pair with [`Outbox::fill_reserved`].
+    pub(crate) fn reserve(&self) -> Option<usize> {
+        let mut st = self.state.lock();
+        if st.closed || st.slow.is_some() {
+            return None;
+        }
+        st.held += 1;
+        let at = st.queue.len();
+        st.queue.push(Entry {
+            topic: CONTROL,
+            frame: Bytes::new(),
+        });
+        Some(at)
+    }
+
+    pub(crate) fn fill_reserved(&self, at: Option<usize>, frame: Bytes) {
+        let Some(at) = at else { return };
+        let mut st = self.state.lock();
+        st.held -= 1;
+        if st.slow.is_none() && !st.closed {
+            st.queued_bytes += wire_len(frame.len());
+            st.queue[at].frame = frame;
+        }
+        if st.held == 0 && st.tombstones > 0 {
+            compact(&mut st);
+        }
+        self.after_push(st, Instant::now());
+    }
+
+    /// Forgets a topic's max_hz state (after unsubscribe).
+    pub(crate) fn forget_topic(&self, topic: TopicId) {
+        self.state.lock().gates.remove(&topic.0);
+    }
+
+    /// Stops accepting frames; pending ones are dropped.
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        st.queue = Vec::new();
+        st.queued_bytes = 0;
+        st.gates = HashMap::new();
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered(&self) -> usize {
+        let st = self.state.lock();
+        st.queued_bytes + st.inflight_bytes
+    }
+
+    /// The largest buffered amount seen.
+    pub fn max_buffered(&self) -> usize {
+        self.state.lock().max_buffered
+    }
+
+    /// Whether the outbox is currently conflating.
+    pub fn is_conflating(&self) -> bool {
+        self.state.lock().conflating
+    }
+}
+
+/// Removes tombstones and re-indexes the newest tick per topic.
+fn compact(st: &mut State) {
+    st.queue.retain(|e| !e.is_tombstone() || e.topic == CONTROL);
+    st.tombstones = 0;
+    if st.conflating {
+        st.latest.clear();
+        for (i, e) in st.queue.iter().enumerate() {
+            if e.topic != CONTROL {
+                st.latest.insert(e.topic, i);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(soft: usize, hard: usize) -> Outbox {
+        Outbox::new(
+            OutboxConfig {
+                soft_limit_bytes: soft,
+                hard_limit_bytes: hard,
+                slow_timeout_ms: 1000,
+            },
+            Arc::new(EngineStats::default()),
+        )
+    }
+
+    fn frames(o: &Outbox) -> Vec<String> {
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::Frames);
+        v.iter()
+            .map(|e| String::from_utf8(e.frame.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lossless_below_the_soft_limit() {
+        let o = outbox(1000, 10_000);
+        let now = Instant::now();
+        for i in 0..10 {
+            o.push_tick(TopicId(1), Bytes::from(format!("t{i}")), now, None);
+        }
+        assert_eq!(frames(&o).len(), 10);
+    }
+
+    #[test]
+    fn conflates_to_newest_per_topic_above_the_soft_limit() {
+        let o = outbox(100, 100_000);
+        let now = Instant::now();
+        o.push_control(Bytes::from_static(b"ctl"));
+        for i in 0..200 {
+            o.push_tick(TopicId(i % 2), Bytes::from(format!("t{}-{i:04}", i % 2)), now, None);
+        }
+        let got = frames(&o);
+        assert_eq!(got, vec!["ctl", "t0-0198", "t1-0199"]);
+        assert!(o.stats.conflated.load(Ordering::Relaxed) >= 190);
+    }
+
+    #[test]
+    fn hard_limit_marks_slow_and_frees() {
+        let o = outbox(100, 1000);
+        let now = Instant::now();
+        o.push_control(Bytes::from(vec![b'x'; 1200]));
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::Slow(SlowReason::HardLimit));
+        assert!(v.is_empty());
+        o.push_tick(TopicId(1), Bytes::from_static(b"late"), now, None);
+        assert_eq!(o.buffered(), 0);
+    }
+
+    #[test]
+    fn soft_limit_held_too_long_marks_slow() {
+        let o = outbox(10, 1_000_000);
+        let t0 = Instant::now();
+        o.push_tick(TopicId(1), Bytes::from(vec![b'x'; 50]), t0, None);
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::Frames);
+        // Nothing written: still over the soft limit.
+        o.check(t0 + Duration::from_millis(500));
+        assert_eq!(o.drain(&mut Vec::new()), Drain::Frames);
+        o.check(t0 + Duration::from_millis(1001));
+        assert_eq!(o.drain(&mut Vec::new()), Drain::Slow(SlowReason::SoftTimeout));
+    }
+
+    #[test]
+    fn written_bytes_end_conflation() {
+        let o = outbox(100, 100_000);
+        let now = Instant::now();
+        for i in 0..20 {
+            o.push_tick(TopicId(1), Bytes::from(format!("tick-{i:02}")), now, None);
+        }
+        assert!(o.is_conflating());
+        let mut v = Vec::new();
+        o.drain(&mut v);
+        let n: usize = v.iter().map(|e| wire_len(e.frame.len())).sum();
+        o.written(n);
+        assert!(!o.is_conflating());
+        assert_eq!(o.buffered(), 0);
+    }
+
+    #[test]
+    fn max_hz_gate_keeps_newest_and_releases_it() {
+        let o = outbox(10_000, 100_000);
+        let t0 = Instant::now();
+        let iv = Some(Duration::from_millis(250));
+        o.push_tick(TopicId(1), Bytes::from_static(b"a"), t0, iv);
+        o.push_tick(TopicId(1), Bytes::from_static(b"b"), t0 + Duration::from_millis(10), iv);
+        o.push_tick(TopicId(1), Bytes::from_static(b"c"), t0 + Duration::from_millis(20), iv);
+        assert_eq!(frames(&o), vec!["a"]);
+        let next = o.release_gates(t0 + Duration::from_millis(100));
+        assert_eq!(next, Some(t0 + Duration::from_millis(250)));
+        assert!(frames(&o).is_empty());
+        o.release_gates(t0 + Duration::from_millis(250));
+        assert_eq!(frames(&o), vec!["c"]);
+    }
+
+    #[test]
+    fn reserved_reply_precedes_frames_pushed_meanwhile() {
+        let o = outbox(10_000, 100_000);
+        let at = o.reserve();
+        o.push_tick(TopicId(1), Bytes::from_static(b"snap"), Instant::now(), None);
+        assert!(frames(&o).is_empty(), "held: nothing to take yet");
+        o.fill_reserved(at, Bytes::from_static(b"subscribed"));
+        assert_eq!(frames(&o), vec!["subscribed", "snap"]);
+    }
+}

@@ -1,0 +1,802 @@
+//! The topic registry: slots, subscriptions and the fan-out.
+//!
+//! Locks, always taken in this order and never across an `.await` (there is
+//! none in this crate): the registry `RwLock` (read to publish to an existing
+//! topic, write to create a topic or change subscriptions), then one slot's
+//! `Mutex` (held for the whole fan-out, so every subscriber sees a topic's
+//! ticks in seq order), then an outbox's `Mutex` (one short push).
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tickwire_proto::{Pattern, Topic, encode};
+
+use crate::outbox::{Outbox, OutboxConfig};
+use crate::stats::EngineStats;
+use crate::{ConnId, TopicId};
+
+/// Engine settings (PROTOCOL.md "Configuration names").
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Ticks kept per topic for recovery.
+    pub history_per_topic: usize,
+    /// A topic with no tick for this long is reported `stale`.
+    pub stale_after_ms: u64,
+    /// Distinct patterns one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Topics the broker will create; a publish to a new topic past it is refused.
+    /// Bounds memory against a publisher that invents topics.
+    pub max_topics: usize,
+    pub outbox: OutboxConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            history_per_topic: 1024,
+            stale_after_ms: 10_000,
+            max_subscriptions_per_connection: 1024,
+            max_topics: 100_000,
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+/// The seq and time a tick was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker holds its maximum of {0} topics")]
+    TooManyTopics(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("would hold {held} patterns, over the limit of {limit}")]
+    TooMany { held: usize, limit: usize },
+    #[error("connection is not registered")]
+    UnknownConn,
+}
+
+/// A subscribe request, validated by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeRequest {
+    pub patterns: Vec<Pattern>,
+    pub snapshot: bool,
+    pub max_hz: Option<f64>,
+    pub since: Vec<(Topic, u64)>,
+    pub epoch: Option<String>,
+}
+
+/// A row of `GET /api/topics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicInfo {
+    pub topic: Topic,
+    pub seq: u64,
+    pub subscribers: usize,
+    pub last_ts: u64,
+    pub rate_hz: f64,
+    pub stale: bool,
+}
+
+/// A row of `GET /api/snapshot`.
+#[derive(Debug, Clone)]
+pub struct TopicSnapshot {
+    pub topic: Topic,
+    pub seq: u64,
+    pub ts: u64,
+    /// The publisher's JSON object, byte for byte.
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+struct Sub {
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    interval: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Last {
+    seq: u64,
+    ts: u64,
+    /// The `tick` frame; `data` is `frame[data]`.
+    frame: Bytes,
+    data: Range<usize>,
+}
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    seq: u64,
+    last: Option<Last>,
+    /// (seq, tick frame), oldest first; at most `history_per_topic`.
+    history: VecDeque<(u64, Bytes)>,
+    subs: Vec<Sub>,
+    index: HashMap<ConnId, usize>,
+    stale: bool,
+    window_start_ms: u64,
+    window_count: u64,
+    rate_hz: f64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: TopicId,
+    topic: Topic,
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Debug)]
+struct ConnSubs {
+    outbox: Arc<Outbox>,
+    /// Pattern -> its max_hz.
+    patterns: HashMap<Pattern, Option<f64>>,
+    /// Topic -> how many of this connection's patterns match it.
+    topics: HashMap<TopicId, u32>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_name: HashMap<Topic, Arc<Slot>>,
+    slots: Vec<Arc<Slot>>,
+    /// Wildcard subscriptions, resolved against each new topic.
+    wild: Vec<(Pattern, ConnId)>,
+    /// Exact subscriptions, resolved when their topic is created.
+    exact: HashMap<Pattern, Vec<ConnId>>,
+    conns: HashMap<ConnId, ConnSubs>,
+}
+
+/// The topic registry and fan-out.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    epoch: Arc<str>,
+    reg: RwLock<Registry>,
+    stats: Arc<EngineStats>,
+}
+
+fn new_epoch() -> String {
+    // RandomState is seeded from the OS; two of them give 128 random bits.
+    let a = RandomState::new().hash_one(std::process::id());
+    let b = RandomState::new().hash_one(tickwire_proto::now_ms());
+    format!("{a:016x}{b:016x}")
+}
+
+fn remove_exact(exact: &mut HashMap<Pattern, Vec<ConnId>>, p: &Pattern, conn: ConnId) {
+    if let Some(v) = exact.get_mut(p) {
+        v.retain(|c| *c != conn);
+        if v.is_empty() {
+            exact.remove(p);
+        }
+    }
+}
+
+/// The effective interval of a topic for one connection: the least restrictive
+/// of its matching patterns (one without max_hz means every tick).
+fn interval_for(patterns: &HashMap<Pattern, Option<f64>>, topic: &str) -> Option<Duration> {
+    let mut best: Option<f64> = Some(0.0);
+    for (p, hz) in patterns {
+        if p.matches(topic) {
+            best = match (best, hz) {
+                (_, None) | (None, _) => None,
+                (Some(b), Some(h)) => Some(b.max(*h)),
+            };
+        }
+    }
+    match best {
+        Some(hz) if hz > 0.0 => Some(Duration::from_secs_f64(1.0 / hz)),
+        _ => None,
+    }
+}
+
+impl SlotInner {
+    fn add_sub(&mut self, conn: ConnId, outbox: &Arc<Outbox>, interval: Option<Duration>) {
+        match self.index.get(&conn) {
+            Some(&i) => self.subs[i].interval = interval,
+            None => {
+                self.index.insert(conn, self.subs.len());
+                self.subs.push(Sub {
+                    conn,
+                    outbox: outbox.clone(),
+                    interval,
+                });
+            }
+        }
+    }
+
+    fn remove_sub(&mut self, conn: ConnId) {
+        if let Some(i) = self.index.remove(&conn) {
+            self.subs.swap_remove(i);
+            if let Some(moved) = self.subs.get(i) {
+                self.index.insert(moved.conn, i);
+            }
+        }
+    }
+
+    fn snapshot_frame(&self, topic: &str) -> Option<Bytes> {
+        self.last
+            .as_ref()
+            .map(|l| encode::snapshot(topic, l.seq, l.ts, &l.frame[l.data.clone()]))
+    }
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            cfg,
+            epoch: new_epoch().into(),
+            reg: RwLock::new(Registry::default()),
+            stats: Arc::new(EngineStats::default()),
+        }
+    }
+
+    /// The sequence space of this engine: new on every start.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// A new outbox with this engine's limits and counters.
+    pub fn new_outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(self.cfg.outbox, self.stats.clone()))
+    }
+
+    /// Registers a connection so it can subscribe.
+    pub fn connect(&self, conn: ConnId, outbox: Arc<Outbox>) {
+        self.reg.write().conns.insert(
+            conn,
+            ConnSubs {
+                outbox,
+                patterns: HashMap::new(),
+                topics: HashMap::new(),
+            },
+        );
+    }
+
+    /// Forgets a connection and all its subscriptions.
+    pub fn disconnect(&self, conn: ConnId) {
+        let mut reg = self.reg.write();
+        let Some(cs) = reg.conns.remove(&conn) else {
+            return;
+        };
+        cs.outbox.close();
+        if cs.patterns.keys().any(Pattern::is_wildcard) {
+            reg.wild.retain(|(_, c)| *c != conn);
+        }
+        for p in cs.patterns.keys().filter(|p| !p.is_wildcard()) {
+            remove_exact(&mut reg.exact, p, conn);
+        }
+        for id in cs.topics.keys() {
+            reg.slots[id.0 as usize].inner.lock().remove_sub(conn);
+        }
+    }
+
+    /// Publishes `data` (a JSON object, passed on byte for byte) to `topic`.
+    ///
+    /// # Errors
+    /// [`PublishError::TooManyTopics`] when `topic` is new and the registry is full.
+    pub fn publish(&self, topic: &Topic, data: &[u8]) -> Result<Published, PublishError> {
+        {
+            let reg = self.reg.read();
+            if let Some(slot) = reg.by_name.get(topic.as_str()) {
+                return Ok(self.publish_to(slot, data));
+            }
+        }
+        let slot = self.create_topic(topic)?;
+        Ok(self.publish_to(&slot, data))
+    }
+
+    fn create_topic(&self, topic: &Topic) -> Result<Arc<Slot>, PublishError> {
+        let mut reg = self.reg.write();
+        if let Some(slot) = reg.by_name.get(topic.as_str()) {
+            return Ok(slot.clone());
+        }
+        if reg.slots.len() >= self.cfg.max_topics {
+            return Err(PublishError::TooManyTopics(self.cfg.max_topics));
+        }
+        let id = TopicId(reg.slots.len() as u32);
+        let slot = Arc::new(Slot {
+            id,
+            topic: topic.clone(),
+            inner: Mutex::new(SlotInner::default()),
+        });
+        let reg = &mut *reg;
+        {
+            let mut inner = slot.inner.lock();
+            let exact = reg.exact.get(topic.as_str()).into_iter().flatten();
+            let wild = reg
+                .wild
+                .iter()
+                .filter(|(p, _)| p.matches(topic.as_str()))
+                .map(|(_, c)| c);
+            for conn in exact.chain(wild) {
+                let Some(cs) = reg.conns.get_mut(conn) else {
+                    continue;
+                };
+                *cs.topics.entry(id).or_insert(0) += 1;
+                let interval = interval_for(&cs.patterns, topic.as_str());
+                inner.add_sub(*conn, &cs.outbox, interval);
+            }
+        }
+        reg.slots.push(slot.clone());
+        reg.by_name.insert(topic.clone(), slot.clone());
+        Ok(slot)
+    }
+
+    fn publish_to(&self, slot: &Slot, data: &[u8]) -> Published {
+        let ts = tickwire_proto::now_ms();
+        let now = Instant::now();
+        let mut s = slot.inner.lock();
+        s.seq += 1;
+        let seq = s.seq;
+        let topic = slot.topic.as_str();
+        let frame = encode::tick(topic, seq, ts, data);
+        let data_at = frame.len() - 1 - data.len()..frame.len() - 1;
+        if self.cfg.history_per_topic > 0 {
+            if s.history.len() >= self.cfg.history_per_topic {
+                s.history.pop_front();
+            }
+            s.history.push_back((seq, frame.clone()));
+        }
+        s.last = Some(Last {
+            seq,
+            ts,
+            frame: frame.clone(),
+            data: data_at,
+        });
+        if ts.saturating_sub(s.window_start_ms) >= 1000 {
+            let elapsed = ts.saturating_sub(s.window_start_ms);
+            s.rate_hz = if elapsed < 2000 {
+                s.window_count as f64 * 1000.0 / elapsed as f64
+            } else {
+                0.0
+            };
+            s.window_start_ms = ts;
+            s.window_count = 0;
+        }
+        s.window_count += 1;
+        if s.stale {
+            s.stale = false;
+            let status = encode::status(topic, true, ts);
+            for sub in &s.subs {
+                sub.outbox.push_control(status.clone());
+            }
+        }
+        for sub in &s.subs {
+            sub.outbox
+                .push_tick(slot.id, frame.clone(), now, sub.interval);
+        }
+        self.stats.ticks_in.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .deliveries
+            .fetch_add(s.subs.len() as u64, Ordering::Relaxed);
+        Published { seq, ts }
+    }
+
+    /// Adds `req.patterns` to `conn`'s subscriptions and queues, in this order:
+    /// the reply made by `reply` (given `Some(recovered)` when the request asked
+    /// for recovery), then per matching topic either its replayed ticks or its
+    /// snapshot (once per topic however many patterns match it), then live ticks.
+    ///
+    /// # Errors
+    /// [`SubscribeError::TooMany`] refuses the whole request when the connection
+    /// would hold more than `max_subscriptions_per_connection` distinct patterns.
+    pub fn subscribe(
+        &self,
+        conn: ConnId,
+        req: &SubscribeRequest,
+        reply: impl FnOnce(Option<bool>) -> Bytes,
+    ) -> Result<(), SubscribeError> {
+        let mut guard = self.reg.write();
+        let reg = &mut *guard;
+        let cs = reg.conns.get_mut(&conn).ok_or(SubscribeError::UnknownConn)?;
+        let new = req
+            .patterns
+            .iter()
+            .filter(|p| !cs.patterns.contains_key(*p))
+            .count();
+        let limit = self.cfg.max_subscriptions_per_connection;
+        if cs.patterns.len() + new > limit {
+            return Err(SubscribeError::TooMany {
+                held: cs.patterns.len() + new,
+                limit,
+            });
+        }
+        let reserved = cs.outbox.reserve();
+        let mut matched: Vec<TopicId> = Vec::new();
+        let mut seen: HashSet<TopicId> = HashSet::new();
+        for p in &req.patterns {
+            let is_new = cs.patterns.insert(p.clone(), req.max_hz).is_none();
+            if is_new {
+                if p.is_wildcard() {
+                    reg.wild.push((p.clone(), conn));
+                } else {
+                    reg.exact.entry(p.clone()).or_default().push(conn);
+                }
+            }
+            let hits: Vec<TopicId> = if p.is_wildcard() {
+                reg.slots
+                    .iter()
+                    .filter(|s| p.matches(s.topic.as_str()))
+                    .map(|s| s.id)
+                    .collect()
+            } else {
+                reg.by_name.get(p.as_str()).map(|s| s.id).into_iter().collect()
+            };
+            for id in hits {
+                if is_new {
+                    *cs.topics.entry(id).or_insert(0) += 1;
+                }
+                if seen.insert(id) {
+                    matched.push(id);
+                }
+            }
+        }
+        let epoch_ok = req.epoch.as_deref() == Some(&*self.epoch);
+        let asked_recovery = req.epoch.is_some() || !req.since.is_empty();
+        let mut recovered = true;
+        let now = Instant::now();
+        for id in matched {
+            let slot = &reg.slots[id.0 as usize];
+            let topic = slot.topic.as_str();
+            let interval = interval_for(&cs.patterns, topic);
+            let mut s = slot.inner.lock();
+            s.add_sub(conn, &cs.outbox, interval);
+            let since = req
+                .since
+                .iter()
+                .find(|(t, _)| t.as_str() == topic)
+                .map(|(_, seq)| *seq);
+            let mut send_snapshot = req.snapshot;
+            if let Some(since) = since {
+                let oldest = s.history.front().map_or(s.seq + 1, |(q, _)| *q);
+                if epoch_ok && since <= s.seq && since + 1 >= oldest {
+                    let mut n = 0;
+                    for (q, f) in &s.history {
+                        if *q > since {
+                            cs.outbox.push_tick(id, f.clone(), now, interval);
+                            n += 1;
+                        }
+                    }
+                    self.stats.replayed.fetch_add(n, Ordering::Relaxed);
+                    send_snapshot = false;
+                } else {
+                    recovered = false;
+                    send_snapshot = true;
+                }
+            }
+            if send_snapshot && let Some(f) = s.snapshot_frame(topic) {
+                cs.outbox.push_tick(id, f, now, interval);
+            }
+            if s.stale
+                && let Some(l) = &s.last
+            {
+                cs.outbox.push_control(encode::status(topic, false, l.ts));
+            }
+        }
+        // A topic named in `since` that does not exist (yet) was not recovered
+        // unless the client had seen nothing of it.
+        for (t, seq) in &req.since {
+            if !reg.by_name.contains_key(t.as_str())
+                && *seq > 0
+                && req.patterns.iter().any(|p| p.matches(t.as_str()))
+            {
+                recovered = false;
+            }
+        }
+        if !epoch_ok && asked_recovery {
+            recovered = false;
+        }
+        let frame = reply(asked_recovery.then_some(recovered));
+        cs.outbox.fill_reserved(reserved, frame);
+        Ok(())
+    }
+
+    /// Removes `patterns` from `conn`'s subscriptions (patterns not held are ignored).
+    pub fn unsubscribe(&self, conn: ConnId, patterns: &[Pattern]) {
+        let mut guard = self.reg.write();
+        let reg = &mut *guard;
+        let Some(cs) = reg.conns.get_mut(&conn) else {
+            return;
+        };
+        for p in patterns {
+            if cs.patterns.remove(p).is_none() {
+                continue;
+            }
+            if p.is_wildcard() {
+                reg.wild.retain(|(q, c)| !(*c == conn && q == p));
+            } else {
+                remove_exact(&mut reg.exact, p, conn);
+            }
+            let hits: Vec<TopicId> = cs
+                .topics
+                .keys()
+                .copied()
+                .filter(|id| p.matches(reg.slots[id.0 as usize].topic.as_str()))
+                .collect();
+            for id in hits {
+                let slot = &reg.slots[id.0 as usize];
+                let refs = cs.topics.get_mut(&id).expect("hit came from this map");
+                *refs -= 1;
+                if *refs == 0 {
+                    cs.topics.remove(&id);
+                    slot.inner.lock().remove_sub(conn);
+                    cs.outbox.forget_topic(id);
+                } else {
+                    let interval = interval_for(&cs.patterns, slot.topic.as_str());
+                    slot.inner.lock().add_sub(conn, &cs.outbox, interval);
+                }
+            }
+        }
+    }
+
+    /// Marks topics with no tick for `stale_after_ms` as stale and tells their
+    /// subscribers. Call periodically; `now_ms` is the wall clock.
+    pub fn sweep_stale(&self, now_ms: u64) {
+        let reg = self.reg.read();
+        for slot in &reg.slots {
+            let mut s = slot.inner.lock();
+            let Some(last_ts) = s.last.as_ref().map(|l| l.ts) else {
+                continue;
+            };
+            if s.stale || now_ms.saturating_sub(last_ts) < self.cfg.stale_after_ms {
+                continue;
+            }
+            s.stale = true;
+            self.stats.stale_events.fetch_add(1, Ordering::Relaxed);
+            let status = encode::status(slot.topic.as_str(), false, last_ts);
+            for sub in &s.subs {
+                sub.outbox.push_control(status.clone());
+            }
+        }
+    }
+
+    /// Every topic, in creation order.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let now = tickwire_proto::now_ms();
+        let reg = self.reg.read();
+        reg.slots
+            .iter()
+            .map(|slot| {
+                let s = slot.inner.lock();
+                let idle = now.saturating_sub(s.window_start_ms);
+                TopicInfo {
+                    topic: slot.topic.clone(),
+                    seq: s.seq,
+                    subscribers: s.subs.len(),
+                    last_ts: s.last.as_ref().map_or(0, |l| l.ts),
+                    rate_hz: if idle >= 2000 { 0.0 } else { s.rate_hz },
+                    stale: s.stale,
+                }
+            })
+            .collect()
+    }
+
+    /// The last value of each named topic that has one.
+    pub fn snapshot(&self, topics: &[Topic]) -> Vec<TopicSnapshot> {
+        let reg = self.reg.read();
+        topics
+            .iter()
+            .filter_map(|t| {
+                let slot = reg.by_name.get(t.as_str())?;
+                let s = slot.inner.lock();
+                let l = s.last.as_ref()?;
+                Some(TopicSnapshot {
+                    topic: slot.topic.clone(),
+                    seq: l.seq,
+                    ts: l.ts,
+                    data: l.frame.slice(l.data.clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of registered connections and of patterns they hold.
+    pub fn subscription_counts(&self) -> (usize, usize) {
+        let reg = self.reg.read();
+        (
+            reg.conns.len(),
+            reg.conns.values().map(|c| c.patterns.len()).sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Drain;
+
+    fn t(s: &str) -> Topic {
+        Topic::parse(s).unwrap()
+    }
+
+    fn req(p: &[&str]) -> SubscribeRequest {
+        SubscribeRequest {
+            patterns: p.iter().map(|s| Pattern::parse(s).unwrap()).collect(),
+            snapshot: true,
+            ..Default::default()
+        }
+    }
+
+    fn conn(e: &Engine, id: u64) -> Arc<Outbox> {
+        let o = e.new_outbox();
+        e.connect(ConnId(id), o.clone());
+        o
+    }
+
+    fn take(o: &Outbox) -> Vec<String> {
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::Frames);
+        v.iter()
+            .filter(|e| !e.frame.is_empty())
+            .map(|e| String::from_utf8(e.frame.to_vec()).unwrap())
+            .collect()
+    }
+
+    fn reply(r: Option<bool>) -> Bytes {
+        Bytes::from(format!("subscribed {r:?}"))
+    }
+
+    #[test]
+    fn seq_counts_per_topic_from_one() {
+        let e = Engine::new(EngineConfig::default());
+        assert_eq!(e.publish(&t("a"), b"{}").unwrap().seq, 1);
+        assert_eq!(e.publish(&t("a"), b"{}").unwrap().seq, 2);
+        assert_eq!(e.publish(&t("b"), b"{}").unwrap().seq, 1);
+    }
+
+    #[test]
+    fn reply_then_one_snapshot_per_topic_then_live() {
+        let e = Engine::new(EngineConfig::default());
+        e.publish(&t("crypto.BTC"), br#"{"p":1}"#).unwrap();
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["crypto.*", "crypto.>", "crypto.BTC"]), reply)
+            .unwrap();
+        e.publish(&t("crypto.BTC"), br#"{"p":2}"#).unwrap();
+        let got = take(&o);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], "subscribed None");
+        assert!(got[1].starts_with(r#"{"type":"snapshot","topic":"crypto.BTC","seq":1,"#));
+        assert!(got[2].contains(r#""seq":2,"#) && got[2].ends_with(r#""data":{"p":2}}"#));
+    }
+
+    #[test]
+    fn wildcard_resolves_new_topics_and_unsubscribe_stops_them() {
+        let e = Engine::new(EngineConfig::default());
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["fx.*", "fx.>"]), reply).unwrap();
+        e.publish(&t("fx.EUR"), b"{}").unwrap();
+        e.publish(&t("fx.EUR.book"), b"{}").unwrap();
+        e.publish(&t("eq.X"), b"{}").unwrap();
+        assert_eq!(take(&o).len(), 3);
+        e.unsubscribe(ConnId(1), &[Pattern::parse("fx.*").unwrap()]);
+        e.publish(&t("fx.EUR"), b"{}").unwrap();
+        assert_eq!(take(&o).len(), 1, "still matched by fx.>");
+        e.unsubscribe(ConnId(1), &[Pattern::parse("fx.>").unwrap()]);
+        e.publish(&t("fx.EUR"), b"{}").unwrap();
+        e.publish(&t("fx.GBP"), b"{}").unwrap();
+        assert!(take(&o).is_empty());
+    }
+
+    #[test]
+    fn recovery_replays_history_or_falls_back_to_snapshot() {
+        let e = Engine::new(EngineConfig {
+            history_per_topic: 4,
+            ..Default::default()
+        });
+        for _ in 0..6 {
+            e.publish(&t("a"), b"{}").unwrap();
+        }
+        let o = conn(&e, 1);
+        let mut r = req(&["a"]);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = vec![(t("a"), 3)];
+        e.subscribe(ConnId(1), &r, reply).unwrap();
+        let got = take(&o);
+        assert_eq!(got[0], "subscribed Some(true)");
+        assert_eq!(got.len(), 4);
+        assert!(got[1].contains(r#""type":"tick","topic":"a","seq":4,"#));
+        assert!(got[3].contains(r#""seq":6,"#));
+
+        // Older than the history holds.
+        let o2 = conn(&e, 2);
+        r.since = vec![(t("a"), 1)];
+        e.subscribe(ConnId(2), &r, reply).unwrap();
+        let got = take(&o2);
+        assert_eq!(got[0], "subscribed Some(false)");
+        assert!(got[1].contains(r#""type":"snapshot","topic":"a","seq":6,"#));
+
+        // Wrong epoch.
+        let o3 = conn(&e, 3);
+        r.since = vec![(t("a"), 5)];
+        r.epoch = Some("other".into());
+        e.subscribe(ConnId(3), &r, reply).unwrap();
+        let got = take(&o3);
+        assert_eq!(got[0], "subscribed Some(false)");
+        assert!(got[1].contains(r#""type":"snapshot""#));
+    }
+
+    #[test]
+    fn too_many_patterns_refuses_the_whole_request() {
+        let e = Engine::new(EngineConfig {
+            max_subscriptions_per_connection: 2,
+            ..Default::default()
+        });
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["a", "b"]), reply).unwrap();
+        let err = e.subscribe(ConnId(1), &req(&["a", "c"]), reply).unwrap_err();
+        assert_eq!(err, SubscribeError::TooMany { held: 3, limit: 2 });
+        // Re-subscribing a held pattern is fine.
+        e.subscribe(ConnId(1), &req(&["a"]), reply).unwrap();
+        assert_eq!(take(&o).len(), 2);
+    }
+
+    #[test]
+    fn stale_then_live() {
+        let e = Engine::new(EngineConfig {
+            stale_after_ms: 1000,
+            ..Default::default()
+        });
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["a"]), reply).unwrap();
+        let p = e.publish(&t("a"), b"{}").unwrap();
+        e.sweep_stale(p.ts + 999);
+        assert_eq!(take(&o).len(), 2);
+        e.sweep_stale(p.ts + 1000);
+        e.sweep_stale(p.ts + 5000);
+        let got = take(&o);
+        assert_eq!(
+            got,
+            vec![format!(r#"{{"type":"status","topic":"a","state":"stale","since":{}}}"#, p.ts)]
+        );
+        e.publish(&t("a"), b"{}").unwrap();
+        let got = take(&o);
+        assert!(got[0].contains(r#""state":"live""#));
+        assert!(got[1].contains(r#""type":"tick""#));
+    }
+
+    #[test]
+    fn disconnect_removes_everything() {
+        let e = Engine::new(EngineConfig::default());
+        let _o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["a", "b.*"]), reply).unwrap();
+        e.publish(&t("a"), b"{}").unwrap();
+        e.disconnect(ConnId(1));
+        e.publish(&t("b.x"), b"{}").unwrap();
+        assert_eq!(e.topics()[0].subscribers, 0);
+        assert_eq!(e.topics()[1].subscribers, 0);
+        assert_eq!(e.subscription_counts(), (0, 0));
+    }
+
+    #[test]
+    fn max_topics_bounds_the_registry() {
+        let e = Engine::new(EngineConfig {
+            max_topics: 1,
+            ..Default::default()
+        });
+        e.publish(&t("a"), b"{}").unwrap();
+        assert_eq!(
+            e.publish(&t("b"), b"{}"),
+            Err(PublishError::TooManyTopics(1))
+        );
+    }
+}
