@@ -610,6 +610,11 @@ impl Engine {
             .collect()
     }
 
+    /// Number of topics known.
+    pub fn topic_count(&self) -> usize {
+        self.reg.read().slots.len()
+    }
+
     /// Number of registered connections and of patterns they hold.
     pub fn subscription_counts(&self) -> (usize, usize) {
         let reg = self.reg.read();

@@ -394,7 +394,7 @@ export class TickwireClient {
     this.state = 'idle';
     /** Epoch of the broker's seq space, from the last `welcome`. */
     this.epoch = null;
-    /** Broker clock minus local clock (ms), from the last `welcome`. */
+    /** Broker clock minus local clock (ms), from the last `welcome` or `pong`. */
     this.serverTimeOffsetMs = 0;
     /** `recovered` of the last recovery subscribe: true, false, or null when none was tried. */
     this.recovered = null;
@@ -447,8 +447,16 @@ export class TickwireClient {
   /** Replaces the subscription with `topics` (what a filter box does). */
   setTopics(topics) {
     const next = [...new Set(topics)];
-    this.unsubscribe(this.topics.filter((t) => !next.includes(t)));
-    this.subscribe(next.filter((t) => !this.topics.includes(t)));
+    const removed = this.topics.filter((t) => !next.includes(t));
+    const added = next.filter((t) => !this.topics.includes(t));
+    // Swap the whole set first: a topic that both the old and the new
+    // patterns match keeps its seq history (and so its recovery).
+    this.topics = next;
+    this.matchCache.clear();
+    this.tracker.retain((topic) => this.matches(topic));
+    if (!this.#ready()) return;
+    if (removed.length > 0) this.#send({ op: 'unsubscribe', id: this.#id('unsubscribe'), topics: removed });
+    if (added.length > 0) this.#sendSubscribe(added, { initial: false });
   }
 
   /**

@@ -220,6 +220,53 @@ fn subscribe(id: Option<Id>, v: &BorrowedValue<'_>) -> Result<ClientMsg, ParseEr
     }))
 }
 
+fn publish_fields(
+    id: &Option<Id>,
+    v: &BorrowedValue<'_>,
+    input: &[u8],
+) -> Result<(Topic, Range<usize>), ParseError> {
+    let topic = match v.get("topic") {
+        None => return Err(bad(id, "missing field 'topic'")),
+        Some(t) => t
+            .as_str()
+            .ok_or_else(|| bad(id, "field 'topic' must be a string"))?,
+    };
+    let topic = Topic::parse(topic).map_err(|e| {
+        ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
+    })?;
+    match v.get("data") {
+        None => return Err(bad(id, "missing field 'data'")),
+        Some(d) if !d.is_object() => {
+            return Err(bad(id, "field 'data' must be a JSON object"));
+        }
+        Some(_) => {}
+    }
+    let data = member_span(input, "data")
+        .ok_or_else(|| bad(id, "missing field 'data'"))?;
+    Ok((topic, data))
+}
+
+/// Parses one publish body of `POST /api/publish`: `{"topic":..,"data":{..}}`,
+/// with an optional `"op":"publish"`. `data` is a range into `input`.
+///
+/// # Errors
+/// [`ParseError`] with the code to report for this line.
+pub fn parse_publish(input: &[u8], scratch: &mut Vec<u8>) -> Result<(Topic, Range<usize>), ParseError> {
+    scratch.clear();
+    scratch.extend_from_slice(input);
+    let v = simd_json::to_borrowed_value(scratch)
+        .map_err(|e| bad(&None, format!("not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(bad(&None, "a message must be a JSON object"));
+    }
+    match v.get("op") {
+        None => {}
+        Some(op) if op.as_str() == Some("publish") => {}
+        Some(_) => return Err(bad(&None, "field 'op' must be \"publish\" here")),
+    }
+    publish_fields(&None, &v, input)
+}
+
 /// Parses one text frame from a client.
 ///
 /// `scratch` is a reusable buffer: simd-json parses in place, so the input is
@@ -251,24 +298,7 @@ pub fn parse_client(input: &[u8], scratch: &mut Vec<u8>) -> Result<ClientMsg, Pa
             Ok(ClientMsg::Unsubscribe { id, patterns })
         }
         "publish" => {
-            let topic = match v.get("topic") {
-                None => return Err(bad(&id, "missing field 'topic'")),
-                Some(t) => t
-                    .as_str()
-                    .ok_or_else(|| bad(&id, "field 'topic' must be a string"))?,
-            };
-            let topic = Topic::parse(topic).map_err(|e| {
-                ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
-            })?;
-            match v.get("data") {
-                None => return Err(bad(&id, "missing field 'data'")),
-                Some(d) if !d.is_object() => {
-                    return Err(bad(&id, "field 'data' must be a JSON object"));
-                }
-                Some(_) => {}
-            }
-            let data = member_span(input, "data")
-                .ok_or_else(|| bad(&id, "missing field 'data'"))?;
+            let (topic, data) = publish_fields(&id, &v, input)?;
             Ok(ClientMsg::Publish { id, topic, data })
         }
         "ping" => Ok(ClientMsg::Ping { id }),

@@ -16,7 +16,7 @@ pub mod encode;
 mod scan;
 mod topic;
 
-pub use client::{ClientMsg, ErrorCode, Id, ParseError, Subscribe, parse_client};
+pub use client::{ClientMsg, ErrorCode, Id, ParseError, Subscribe, parse_client, parse_publish};
 pub use topic::{MAX_TOPIC_BYTES, Pattern, Topic, TopicError};
 
 /// Milliseconds since the Unix epoch, as the protocol's `ts` and `server_time`.

@@ -1,1 +1,136 @@
-fn main() {}
+//! `tickwire`: the broker binary. Reads top to bottom: args, tracing, config,
+//! runtime, then [`run`]. Everything it wires lives in the library crates.
+
+mod config;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tickwire_engine::Engine;
+use tickwire_gateway::Gateway;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Overrides};
+
+// mimalloc: the fan-out allocates and frees many small buffers across threads;
+// it was faster than the system allocator on it (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A live market price broker: feeds in, WebSocket dashboards out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve on.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file (docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Do not run the synthetic demo feed.
+    #[arg(long)]
+    no_demo_feed: bool,
+    /// Add a publisher key (may be given more than once).
+    #[arg(long = "publisher-key", value_name = "KEY")]
+    publisher_keys: Vec<String>,
+    /// Print the default configuration file and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.print_config {
+        print!("{}", Config::default_file());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let overrides = Overrides {
+        listen: args.listen,
+        config: args.config,
+        no_demo_feed: args.no_demo_feed,
+        publisher_keys: args.publisher_keys,
+    };
+    let config = Config::load(&overrides, |k| std::env::var(k).ok())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let shutdown = CancellationToken::new();
+    runtime.block_on(async {
+        tokio::spawn(signals(shutdown.clone()));
+        run(config, shutdown).await
+    })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn signals(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+/// A 128-bit random key, hex: `RandomState` is seeded from the OS.
+fn generate_key() -> String {
+    let a = RandomState::new().hash_one(1u8);
+    let b = RandomState::new().hash_one(2u8);
+    format!("tw_{a:016x}{b:016x}")
+}
+
+/// Runs the broker until `shutdown`: stop accepting, stop feeds, close every
+/// connection with 1001, wait with a deadline.
+async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
+    if config.auth.publisher_keys.is_empty() {
+        let key = generate_key();
+        // PROTOCOL.md: with no key configured one is generated and logged, once.
+        tracing::info!(publisher_key = %key, "no publisher key configured; generated one");
+        config.auth.publisher_keys.push(key);
+    }
+    let engine = Arc::new(Engine::new(config.engine()));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let feeds_token = shutdown.child_token();
+    let gateway = Gateway::new(config.gateway(), engine.clone(), shutdown.clone(), |_| {});
+    let feeds = tickwire_feed_glue::start(&config, engine.clone(), feeds_token.clone())?;
+    tracing::info!(%addr, epoch = engine.epoch(), "serving on http://{addr}");
+    gateway.serve(listener).await;
+    feeds_token.cancel();
+    feeds.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Feed wiring; replaced by the feed crates once they land.
+mod tickwire_feed_glue {
+    use super::*;
+
+    pub fn start(
+        _config: &Config,
+        _engine: Arc<Engine>,
+        _shutdown: CancellationToken,
+    ) -> Result<impl std::future::Future<Output = ()>> {
+        Ok(async {})
+    }
+}

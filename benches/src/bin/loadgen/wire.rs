@@ -9,6 +9,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -180,9 +182,56 @@ impl WsConn {
         self.stream.write_all(&out).await
     }
 
+    /// The stream with the bytes already buffered in front of it, for handing
+    /// the connection to another WebSocket implementation.
+    pub fn into_primed(self) -> Primed {
+        let pre = self.frames.buf[self.frames.start..self.frames.end].to_vec();
+        Primed {
+            pre,
+            pos: 0,
+            inner: self.stream,
+        }
+    }
+
     /// Sends a Close frame with `code`, ignoring errors (the peer may be gone).
     pub async fn send_close(&mut self, code: u16) {
         let _ = self.send(OP_CLOSE, &code.to_be_bytes()).await;
+    }
+}
+
+/// A TCP stream that first yields bytes read ahead of it.
+pub struct Primed {
+    pre: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl tokio::io::AsyncRead for Primed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.pre.len() {
+            let n = (self.pre.len() - self.pos).min(buf.remaining());
+            let from = self.pos;
+            buf.put_slice(&self.pre[from..from + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Primed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -1,0 +1,106 @@
+//! One WebSocket connection: the state its reader and writer share, and the
+//! task that runs it from upgrade to close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tickwire_engine::{ConnId, Outbox};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::auth::Principal;
+use crate::{Gateway, reader, writer};
+
+/// Requests from the reader (or a timer) to the writer, outside the outbox.
+#[derive(Debug, Default)]
+pub(crate) struct Ctl {
+    /// Payload of the newest unanswered Ping: a flood of Pings costs one Pong.
+    pub pong: Option<Bytes>,
+    /// Close with this code and reason.
+    pub close: Option<(u16, &'static str)>,
+    /// The reader has stopped: the peer sent Close, or the stream ended.
+    pub reader_done: bool,
+    /// The peer's Close frame arrived.
+    pub peer_closed: bool,
+}
+
+/// What the reader and writer of one connection share.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub id: ConnId,
+    pub outbox: Arc<Outbox>,
+    pub ctl: Mutex<Ctl>,
+    pub ctl_notify: Notify,
+    /// When a frame last arrived, in ms since `started`.
+    pub last_seen_ms: AtomicU64,
+    /// Token expiry (s since the Unix epoch), 0 for none; refreshed by `auth`.
+    pub expires_at_s: AtomicU64,
+    pub started: Instant,
+}
+
+impl Conn {
+    pub fn touch(&self) {
+        self.last_seen_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn last_seen(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Serves an upgraded connection until it closes. `pre` holds bytes the client
+/// sent right behind its upgrade request.
+pub(crate) async fn serve(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    pre: Bytes,
+    peer: SocketAddr,
+    principal: Option<Principal>,
+) {
+    let id = ConnId(gw.next_conn_id.fetch_add(1, Ordering::Relaxed));
+    let span = tracing::debug_span!("conn", conn_id = id.0, %peer);
+    async move {
+        let (r, w) = stream.into_split();
+        let outbox = gw.engine.new_outbox();
+        let conn = Arc::new(Conn {
+            id,
+            outbox: outbox.clone(),
+            ctl: Mutex::new(Ctl::default()),
+            ctl_notify: Notify::new(),
+            last_seen_ms: AtomicU64::new(0),
+            expires_at_s: AtomicU64::new(principal.as_ref().and_then(|p| p.exp).unwrap_or(0)),
+            started: Instant::now(),
+        });
+        gw.metrics.connections.inc();
+        gw.metrics.connections_total.inc();
+        gw.engine.connect(id, outbox.clone());
+        outbox.push_control(tickwire_proto::encode::welcome(
+            gw.engine.epoch(),
+            gw.cfg.heartbeat_ms,
+            tickwire_proto::now_ms(),
+        ));
+        let read = std::io::Cursor::new(pre).chain(r);
+        let reader = tokio::spawn(
+            reader::run(gw.clone(), conn.clone(), read, principal).in_current_span(),
+        );
+        writer::run(&gw, &conn, w).await;
+        // The writer is done with the socket: a reader still blocked on a dead
+        // peer is stopped here (read_frame is not cancel safe, but nothing reads
+        // this socket again).
+        reader.abort();
+        let _ = reader.await;
+        gw.engine.disconnect(id);
+        gw.metrics.connections.dec();
+        gw.release_ip(peer.ip());
+        tracing::debug!("closed");
+    }
+    .instrument(span)
+    .await
+}

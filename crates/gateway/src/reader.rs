@@ -1,0 +1,374 @@
+//! The reader task: frames from the client, control messages to the engine.
+//!
+//! fastwebsockets 0.10 leaves frame hygiene to us: unmasked client frames,
+//! the total size and fragment count of a fragmented message, and close
+//! frames are checked here. Its auto-pong and auto-close are off; Pongs and
+//! Close echoes go to the writer through [`Conn::ctl`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
+use tickwire_engine::{SubscribeError, SubscribeRequest};
+use tickwire_proto::{ClientMsg, ErrorCode, Id, encode, parse_client};
+use tokio::io::AsyncRead;
+
+use crate::Gateway;
+use crate::auth::Principal;
+use crate::connection::Conn;
+
+/// Close codes the reader asks for.
+pub(crate) mod code {
+    pub const NORMAL: u16 = 1000;
+    pub const PROTOCOL: u16 = 1002;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const TOO_BIG: u16 = 1009;
+    pub const FLOOD: u16 = 4003;
+    pub const UNAUTHORIZED: u16 = 4500;
+}
+
+/// A token bucket for control messages, plus a one-second flood counter.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+    window_start: Instant,
+    window_count: u32,
+    flood: u32,
+}
+
+impl RateLimit {
+    fn new(rate: u32, flood: u32) -> RateLimit {
+        let now = Instant::now();
+        RateLimit {
+            tokens: rate as f64,
+            rate: rate as f64,
+            last: now,
+            window_start: now,
+            window_count: 0,
+            flood,
+        }
+    }
+
+    /// `Err(true)`: flood, close; `Err(false)`: over the limit, refuse this one.
+    fn take(&mut self, now: Instant) -> Result<(), bool> {
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.window_count = 0;
+        }
+        self.window_count += 1;
+        if self.window_count >= self.flood {
+            return Err(true);
+        }
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(false)
+        }
+    }
+}
+
+struct Reader {
+    gw: Arc<Gateway>,
+    conn: Arc<Conn>,
+    principal: Option<Principal>,
+    limit: RateLimit,
+    scratch: Vec<u8>,
+}
+
+/// Whether a frame came masked: fastwebsockets keeps the mask private but
+/// writes it into the header it formats.
+fn is_masked(frame: &mut Frame<'_>) -> bool {
+    let mut head = [0u8; 16];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
+}
+
+fn close_code_for(e: &WebSocketError) -> Option<u16> {
+    match e {
+        WebSocketError::FrameTooLarge => Some(code::TOO_BIG),
+        WebSocketError::InvalidUTF8 => Some(code::INVALID_DATA),
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => None,
+        _ => Some(code::PROTOCOL),
+    }
+}
+
+/// Close codes a peer may send (RFC 6455 7.4).
+fn valid_close_code(c: u16) -> bool {
+    matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+pub(crate) async fn run<S: AsyncRead + Unpin>(
+    gw: Arc<Gateway>,
+    conn: Arc<Conn>,
+    stream: S,
+    principal: Option<Principal>,
+) {
+    // The write half fastwebsockets pairs with it is unused: the writer task
+    // owns the socket's write side and frames its own output.
+    let (mut ws, _) = fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
+    ws.set_auto_close(false);
+    ws.set_auto_pong(false);
+    // fastwebsockets refuses a frame of `len >= max`: one more byte so that
+    // exactly `max_message_bytes` is allowed.
+    ws.set_max_message_size(gw.cfg.max_message_bytes + 1);
+    let mut r = Reader {
+        limit: RateLimit::new(gw.cfg.control_rate_per_sec, gw.cfg.control_flood_per_sec),
+        gw,
+        conn,
+        principal,
+        scratch: Vec::new(),
+    };
+    let close = r.read_loop(&mut ws).await;
+    let mut ctl = r.conn.ctl.lock();
+    if let Some(c) = close
+        && ctl.close.is_none()
+    {
+        ctl.close = Some(c);
+    }
+    ctl.reader_done = true;
+    drop(ctl);
+    r.conn.ctl_notify.notify_one();
+}
+
+impl Reader {
+    /// Reads until the connection ends; returns the close to send, if any.
+    async fn read_loop<S: AsyncRead + Unpin>(
+        &mut self,
+        ws: &mut WebSocketRead<S>,
+    ) -> Option<(u16, &'static str)> {
+        let mut frag: Option<(BytesMut, usize)> = None;
+        let auth_deadline = self
+            .gw
+            .auth
+            .required()
+            .then(|| tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms));
+        // With auto-pong and auto-close off, fastwebsockets has nothing to send.
+        let mut no_send = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+        loop {
+            let read = ws.read_frame(&mut no_send);
+            let res = match (auth_deadline, &self.principal) {
+                // Cancelling read_frame is safe here: on timeout nothing reads again.
+                (Some(deadline), None) => match tokio::time::timeout_at(deadline, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Some((code::UNAUTHORIZED, "auth timeout")),
+                },
+                _ => read.await,
+            };
+            let mut frame = match res {
+                Ok(f) => f,
+                Err(e) => return close_code_for(&e).map(|c| (c, "protocol error")),
+            };
+            self.conn.touch();
+            if !is_masked(&mut frame) {
+                return Some((code::PROTOCOL, "unmasked client frame"));
+            }
+            match frame.opcode {
+                OpCode::Text | OpCode::Binary if frag.is_some() => {
+                    return Some((code::PROTOCOL, "new message inside a fragmented one"));
+                }
+                OpCode::Binary => return Some((code::UNSUPPORTED, "binary frames are not accepted")),
+                OpCode::Text if frame.fin => {
+                    let payload = frame.payload;
+                    if let Some(c) = self.on_text(&payload) {
+                        return Some(c);
+                    }
+                }
+                OpCode::Text => {
+                    let mut buf = BytesMut::with_capacity(frame.payload.len() * 2);
+                    buf.extend_from_slice(&frame.payload);
+                    frag = Some((buf, 1));
+                }
+                OpCode::Continuation => {
+                    let Some((buf, n)) = frag.as_mut() else {
+                        return Some((code::PROTOCOL, "continuation without a message"));
+                    };
+                    *n += 1;
+                    if buf.len() + frame.payload.len() > self.gw.cfg.max_message_bytes {
+                        return Some((code::TOO_BIG, "message too big"));
+                    }
+                    if *n > self.gw.cfg.max_fragments {
+                        return Some((code::TOO_BIG, "too many fragments"));
+                    }
+                    buf.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        let (buf, _) = frag.take().expect("checked above");
+                        if std::str::from_utf8(&buf).is_err() {
+                            return Some((code::INVALID_DATA, "invalid UTF-8"));
+                        }
+                        if let Some(c) = self.on_text(&buf) {
+                            return Some(c);
+                        }
+                    }
+                }
+                OpCode::Ping => {
+                    self.conn.ctl.lock().pong = Some(bytes::Bytes::copy_from_slice(&frame.payload));
+                    self.conn.ctl_notify.notify_one();
+                }
+                OpCode::Pong => {}
+                OpCode::Close => return self.on_close(&frame.payload),
+            }
+        }
+    }
+
+    fn on_close(&self, payload: &[u8]) -> Option<(u16, &'static str)> {
+        let reply = match payload.len() {
+            0 => (code::NORMAL, ""),
+            1 => (code::PROTOCOL, "bad close frame"),
+            _ => {
+                let c = u16::from_be_bytes([payload[0], payload[1]]);
+                if !valid_close_code(c) {
+                    (code::PROTOCOL, "bad close code")
+                } else if std::str::from_utf8(&payload[2..]).is_err() {
+                    (code::INVALID_DATA, "invalid UTF-8")
+                } else {
+                    // Echo the peer's code, as RFC 6455 asks.
+                    (c, "")
+                }
+            }
+        };
+        self.conn.ctl.lock().peer_closed = true;
+        Some(reply)
+    }
+
+    fn reply(&self, frame: bytes::Bytes) {
+        self.conn.outbox.push_control(frame);
+    }
+
+    fn error(&self, id: Option<&Id>, code: ErrorCode, message: &str) {
+        self.gw.metrics.error(code.as_str());
+        self.reply(encode::error(id, code, message));
+    }
+
+    /// Handles one complete text message; returns a close when it must end the connection.
+    fn on_text(&mut self, payload: &[u8]) -> Option<(u16, &'static str)> {
+        let msg = match parse_client(payload, &mut self.scratch) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(e.id.as_ref(), e.code, &e.message);
+                return None;
+            }
+        };
+        if msg.is_control() {
+            match self.limit.take(Instant::now()) {
+                Ok(()) => {}
+                Err(true) => return Some((code::FLOOD, "flooding")),
+                Err(false) => {
+                    self.error(msg_id(&msg), ErrorCode::RateLimited, "over 100 control messages per second");
+                    return None;
+                }
+            }
+        }
+        if self.principal.is_none() && !matches!(msg, ClientMsg::Auth { .. }) {
+            if self.gw.auth.required() {
+                self.error(msg_id(&msg), ErrorCode::Unauthorized, "authenticate first");
+                return None;
+            }
+            self.principal = Some(Principal::anonymous());
+        }
+        match msg {
+            ClientMsg::Subscribe(s) => {
+                let principal = self.principal.as_ref().expect("set above");
+                if let Some(p) = s.patterns.iter().find(|p| !principal.subscribe.allows(p)) {
+                    let m = format!("not allowed to subscribe to '{p}'");
+                    self.error(s.id.as_ref(), ErrorCode::Forbidden, &m);
+                    return None;
+                }
+                let req = SubscribeRequest {
+                    patterns: s.patterns,
+                    snapshot: s.snapshot,
+                    max_hz: s.max_hz,
+                    since: s.since,
+                    epoch: s.epoch,
+                };
+                let id = s.id;
+                let res = self.gw.engine.subscribe(self.conn.id, &req, |recovered| {
+                    encode::subscribed(id.as_ref(), req.patterns.iter().map(|p| p.as_str()), recovered)
+                });
+                match res {
+                    Ok(()) => {}
+                    Err(SubscribeError::TooMany { held, limit }) => {
+                        let m = format!("{held} patterns would be held, over the limit of {limit}");
+                        self.error(id.as_ref(), ErrorCode::TooManySubscriptions, &m);
+                    }
+                    Err(SubscribeError::UnknownConn) => return Some((1011, "internal error")),
+                }
+            }
+            ClientMsg::Unsubscribe { id, patterns } => {
+                self.gw.engine.unsubscribe(self.conn.id, &patterns);
+                self.reply(encode::unsubscribed(id.as_ref(), patterns.iter().map(|p| p.as_str())));
+            }
+            ClientMsg::Publish { id, topic, data } => {
+                let principal = self.principal.as_ref().expect("set above");
+                if !principal.publish.allows_topic(&topic) {
+                    let (code, m) = if principal.publish == crate::auth::Rights::None {
+                        (ErrorCode::Unauthorized, "publishing needs a publisher key or a token with publish rights".to_owned())
+                    } else {
+                        (ErrorCode::Forbidden, format!("not allowed to publish to '{topic}'"))
+                    };
+                    self.error(id.as_ref(), code, &m);
+                    return None;
+                }
+                let data = &payload[data];
+                if data.len() > self.gw.cfg.max_tick_bytes {
+                    let m = format!(
+                        "data is {} bytes, over max_tick_bytes {}",
+                        data.len(),
+                        self.gw.cfg.max_tick_bytes
+                    );
+                    self.error(id.as_ref(), ErrorCode::PayloadTooLarge, &m);
+                    return None;
+                }
+                match self.gw.engine.publish(&topic, data) {
+                    Ok(p) => {
+                        if let Some(id) = id {
+                            self.reply(encode::ack(&id, topic.as_str(), p.seq));
+                        }
+                    }
+                    Err(e) => self.error(id.as_ref(), ErrorCode::BadRequest, &e.to_string()),
+                }
+            }
+            ClientMsg::Ping { id } => {
+                self.reply(encode::pong(id.as_ref(), tickwire_proto::now_ms()));
+            }
+            ClientMsg::Auth { id, token } => match self.gw.auth.verify(&token) {
+                Ok(p) => {
+                    self.conn
+                        .expires_at_s
+                        .store(p.exp.unwrap_or(0), Ordering::Relaxed);
+                    self.conn.ctl_notify.notify_one();
+                    self.reply(encode::authenticated(id.as_ref(), &p.sub, p.exp));
+                    self.principal = Some(p);
+                }
+                Err(e) => {
+                    if self.gw.auth.required() && self.principal.is_none() {
+                        self.gw.metrics.error(ErrorCode::Unauthorized.as_str());
+                        return Some((code::UNAUTHORIZED, "unauthorized"));
+                    }
+                    self.error(id.as_ref(), ErrorCode::Unauthorized, &e.to_string());
+                }
+            },
+        }
+        None
+    }
+}
+
+fn msg_id(m: &ClientMsg) -> Option<&Id> {
+    match m {
+        ClientMsg::Subscribe(s) => s.id.as_ref(),
+        ClientMsg::Unsubscribe { id, .. }
+        | ClientMsg::Publish { id, .. }
+        | ClientMsg::Ping { id }
+        | ClientMsg::Auth { id, .. } => id.as_ref(),
+    }
+}

@@ -1,0 +1,244 @@
+//! The writer task: everything pending for a connection goes out in one batch
+//! and one `write_all` per wake-up, each with a deadline. Server frames are
+//! unmasked, so their header is two to ten bytes written here in front of the
+//! frame text the engine encoded once for every subscriber.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tickwire_engine::{Drain, Entry, SlowReason, wire_len};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::Gateway;
+use crate::connection::Conn;
+use crate::metrics::ReasonLabel;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// After a batch this large, the buffer is given back so idle connections stay small.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Appends a final, unmasked frame header.
+pub(crate) fn put_header(buf: &mut Vec<u8>, opcode: u8, len: usize) {
+    buf.push(0x80 | opcode);
+    if len < 126 {
+        buf.push(len as u8);
+    } else if len < 65_536 {
+        buf.push(126);
+        buf.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        buf.push(127);
+        buf.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    put_header(buf, opcode, payload.len());
+    buf.extend_from_slice(payload);
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// How the loop ended.
+enum End {
+    /// Send Close with this code and reason, then wait for the peer's Close.
+    Close(u16, &'static str),
+    /// Broker shutting down: `shutdown` message, then Close 1001.
+    Shutdown,
+    /// The stream is unusable or the peer is gone: reset the socket.
+    Abort,
+    /// The peer went away cleanly (EOF): just drop.
+    Gone,
+}
+
+pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
+    let hb = Duration::from_millis(gw.cfg.heartbeat_ms.max(1));
+    let dead_after = hb + Duration::from_secs(10);
+    let write_timeout = Duration::from_millis(gw.cfg.write_timeout_ms);
+    let mut next_ping = Instant::now() + hb;
+    let mut batch: Vec<Entry> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let end = loop {
+        let mut counted = 0usize;
+        {
+            let mut ctl = conn.ctl.lock();
+            if let Some((code, reason)) = ctl.close {
+                break End::Close(code, reason);
+            }
+            if ctl.reader_done {
+                break End::Gone;
+            }
+            if let Some(p) = ctl.pong.take() {
+                put_frame(&mut buf, OP_PONG, &p);
+            }
+        }
+        let now = Instant::now();
+        let gate_at = conn.outbox.release_gates(now.into_std());
+        match conn.outbox.drain(&mut batch) {
+            Drain::Slow(reason) => {
+                let label = match reason {
+                    SlowReason::HardLimit => "hard_limit",
+                    SlowReason::SoftTimeout => "soft_timeout",
+                };
+                gw.metrics
+                    .slow_consumers
+                    .get_or_create(&ReasonLabel { reason: label.into() })
+                    .inc();
+                tracing::info!(reason = label, "slow consumer");
+                break End::Close(4001, "slow consumer");
+            }
+            Drain::Frames => {
+                let mut frames = 0u64;
+                for e in batch.drain(..) {
+                    if e.frame.is_empty() {
+                        continue;
+                    }
+                    counted += wire_len(e.frame.len());
+                    put_frame(&mut buf, OP_TEXT, &e.frame);
+                    frames += 1;
+                }
+                gw.metrics.frames_out.inc_by(frames);
+            }
+        }
+        if !buf.is_empty() {
+            let buffered = conn.outbox.buffered();
+            gw.metrics.buffered_bytes.observe(buffered as f64);
+            gw.metrics
+                .buffered_bytes_max
+                .fetch_max(buffered as i64, Ordering::Relaxed);
+            match timeout(write_timeout, w.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break End::Abort,
+                Err(_) => {
+                    gw.metrics
+                        .slow_consumers
+                        .get_or_create(&ReasonLabel {
+                            reason: "write_timeout".into(),
+                        })
+                        .inc();
+                    gw.metrics.close(4001);
+                    tracing::info!(elapsed_ms = write_timeout.as_millis() as u64, "write timeout");
+                    break End::Abort;
+                }
+            }
+            gw.metrics.bytes_out.inc_by(buf.len() as u64);
+            conn.outbox.written(counted);
+            if buf.capacity() > KEEP_BUFFER_BYTES {
+                buf = Vec::new();
+            } else {
+                buf.clear();
+            }
+            // Look again before sleeping: more may have arrived during the write.
+            continue;
+        }
+        let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
+        let gate_at = gate_at.map(Instant::from_std);
+        let dead_at = Instant::from_std(conn.last_seen()) + dead_after;
+        let exp_s = conn.expires_at_s.load(Ordering::Relaxed);
+        let exp_at = (exp_s > 0).then(|| {
+            let now_ms = tickwire_proto::now_ms();
+            Instant::now() + Duration::from_millis((exp_s * 1000).saturating_sub(now_ms))
+        });
+        tokio::select! {
+            biased;
+            _ = gw.shutdown.cancelled() => break End::Shutdown,
+            _ = conn.ctl_notify.notified() => {}
+            _ = conn.outbox.notified() => {}
+            _ = sleep_until(dead_at) => {
+                if Instant::from_std(conn.last_seen()) + dead_after <= Instant::now() {
+                    gw.metrics.heartbeat_timeouts.inc();
+                    tracing::info!("heartbeat timeout");
+                    break End::Close(4000, "heartbeat timeout");
+                }
+            }
+            _ = sleep_until(next_ping) => {
+                next_ping = Instant::now() + hb;
+                put_frame(&mut buf, OP_PING, b"");
+                match timeout(write_timeout, w.write_all(&buf)).await {
+                    Ok(Ok(())) => buf.clear(),
+                    _ => break End::Abort,
+                }
+            }
+            _ = sleep_until(gate_at.unwrap_or_else(far_future)) => {}
+            _ = sleep_until(slow_at.unwrap_or_else(far_future)) => {
+                conn.outbox.check(std::time::Instant::now());
+            }
+            _ = sleep_until(exp_at.unwrap_or_else(far_future)) => {
+                if conn.expires_at_s.load(Ordering::Relaxed) == exp_s {
+                    break End::Close(4002, "token expired");
+                }
+            }
+        }
+    };
+    conn.outbox.close();
+    finish(gw, conn, w, end).await;
+}
+
+/// The close handshake: send Close, wait at most `close_timeout_ms` for the
+/// peer's, then close TCP: with a FIN when the handshake completed, with a
+/// reset otherwise, so no socket lingers in FIN_WAIT for a dead peer.
+async fn finish(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf, end: End) {
+    let close_timeout = Duration::from_millis(gw.cfg.close_timeout_ms);
+    let mut buf = Vec::new();
+    let (code, reason) = match end {
+        End::Gone => {
+            gw.metrics.close(1006);
+            return;
+        }
+        End::Abort => {
+            reset(&w);
+            return;
+        }
+        End::Shutdown => {
+            put_frame(
+                &mut buf,
+                OP_TEXT,
+                &tickwire_proto::encode::shutdown(gw.cfg.shutdown_retry_ms),
+            );
+            (1001, "shutting down")
+        }
+        End::Close(code, reason) => (code, reason),
+    };
+    gw.metrics.close(code);
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    put_frame(&mut buf, OP_CLOSE, &payload);
+    let deadline = Instant::now() + close_timeout;
+    if !matches!(
+        tokio::time::timeout_at(deadline, w.write_all(&buf)).await,
+        Ok(Ok(()))
+    ) {
+        reset(&w);
+        return;
+    }
+    // Wait for the reader to see the peer's Close (or the stream end).
+    loop {
+        let done = {
+            let ctl = conn.ctl.lock();
+            ctl.reader_done || ctl.peer_closed
+        };
+        if done {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, conn.ctl_notify.notified())
+            .await
+            .is_err()
+        {
+            reset(&w);
+            return;
+        }
+    }
+    let _ = tokio::time::timeout_at(deadline, w.shutdown()).await;
+}
+
+fn reset(w: &OwnedWriteHalf) {
+    let sock = socket2::SockRef::from(w.as_ref());
+    let _ = sock.set_linger(Some(Duration::ZERO));
+}

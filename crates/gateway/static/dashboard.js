@@ -1,0 +1,509 @@
+// dashboard.js: the live dashboard served at `/` (see docs/client.md for
+// the element ids and classes it keeps stable for tests and styling).
+//
+// Data flow: TickwireClient callbacks only update plain per-topic models and
+// mark them dirty; one requestAnimationFrame pass per frame writes the dirty
+// rows to the DOM. However fast ticks come in, each row is touched at most
+// once per frame, and a hidden tab (no frames) only keeps the latest model.
+//
+// The pure helpers at the top are exported for the unit tests
+// (web/test/dashboard.test.mjs); the DOM part starts only in a page.
+
+// Relative, so that it resolves to /tickwire.js in the page and to the file
+// beside this one under `node --test`.
+import { TickwireClient, parsePatterns, patternMatches, priceOf } from './tickwire.js';
+
+/** Points kept per topic for the sparkline. */
+export const SPARK_POINTS = 60;
+const SPARK_W = 96;
+const SPARK_H = 22;
+/** Default `max_hz`: a person cannot read faster, and it saves bandwidth. */
+export const DEFAULT_MAX_HZ = 4;
+
+// ---------------------------------------------------------------------------
+// Pure helpers
+
+/**
+ * Decimals to show for a price: about six significant digits, chosen once
+ * per topic (from its first price) so the column does not jitter.
+ */
+export function decimalsFor(price) {
+  if (!Number.isFinite(price) || price === 0) return 2;
+  const magnitude = Math.floor(Math.log10(Math.abs(price)));
+  return Math.min(8, Math.max(0, 5 - magnitude));
+}
+
+/** `value` with `decimals` places, or an em dash when there is none. */
+export function formatNumber(value, decimals) {
+  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(decimals) : '—';
+}
+
+/**
+ * Change since the first value: `{ abs, pct, dir, pctDir }`, the display
+ * texts and the signs ('up' | 'down' | 'flat') of what they show.
+ */
+export function formatChange(price, first, decimals) {
+  if (typeof price !== 'number' || typeof first !== 'number') return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
+  const delta = price - first;
+  // Round before choosing the sign, so a float residue shows as 0, not -0.
+  const rounded = Number(delta.toFixed(decimals));
+  const dir = rounded > 0 ? 'up' : rounded < 0 ? 'down' : 'flat';
+  const sign = dir === 'up' ? '+' : '';
+  const abs = `${sign}${rounded === 0 ? (0).toFixed(decimals) : rounded.toFixed(decimals)}`;
+  if (first === 0) return { abs, pct: '—', dir, pctDir: 'flat' };
+  const pctValue = Number(((delta / Math.abs(first)) * 100).toFixed(2));
+  const pct = `${pctValue > 0 ? '+' : ''}${pctValue === 0 ? '0.00' : pctValue.toFixed(2)}%`;
+  const pctDir = pctValue > 0 ? 'up' : pctValue < 0 ? 'down' : 'flat';
+  return { abs, pct, dir, pctDir };
+}
+
+/** Age of the last update as short text: `0.4s`, `12s`, `3m 04s`, `2h 05m`. */
+export function formatAge(ms) {
+  if (!Number.isFinite(ms)) return '—';
+  const s = Math.max(0, ms) / 1000;
+  if (s < 10) return `${s.toFixed(1)}s`;
+  if (s < 60) return `${Math.floor(s)}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(Math.floor(s % 60)).padStart(2, '0')}s`;
+  const h = Math.floor(m / 60);
+  return `${h}h ${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** The `points` attribute of a sparkline polyline for `values` in a `w` x `h` box. */
+export function sparklinePoints(values, w = SPARK_W, h = SPARK_H) {
+  if (values.length === 0) return '';
+  const min = Math.min(...values);
+  const max = Math.max(...values);
+  const span = max - min;
+  const pad = 1.5; // keep the stroke inside the box
+  const step = values.length > 1 ? (w - 2 * pad) / (values.length - 1) : 0;
+  return values
+    .map((v, i) => {
+      const x = values.length > 1 ? pad + i * step : w / 2;
+      const y = span === 0 ? h / 2 : pad + (1 - (v - min) / span) * (h - 2 * pad);
+      return `${x.toFixed(1)},${y.toFixed(1)}`;
+    })
+    .join(' ');
+}
+
+/** Text of `#conn-state` for a client state (see TickwireClient), at clock time `now`. */
+export function connectionText(info, now) {
+  switch (info.state) {
+    case 'live':
+      return 'live';
+    case 'connecting':
+      return info.attempt > 0 ? `connecting (attempt ${info.attempt + 1})` : 'connecting';
+    case 'reconnecting': {
+      const left = Math.max(0, info.retryAt - now) / 1000;
+      return `reconnecting in ${left.toFixed(1)}s`;
+    }
+    case 'stopped':
+      return `stopped: ${info.reason}`;
+    default:
+      return info.state;
+  }
+}
+
+/** Initial filter and rate from the page's query string (`?filter=fx.*&max_hz=2`). */
+export function readSettings(search) {
+  const q = new URLSearchParams(search);
+  const filter = q.get('filter')?.trim() || '>';
+  const raw = q.get('max_hz');
+  const n = raw === null ? DEFAULT_MAX_HZ : Number(raw);
+  const maxHz = Number.isFinite(n) && n > 0 ? n : 0;
+  return { filter, maxHz };
+}
+
+// ---------------------------------------------------------------------------
+// The page
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const FLASH_MS = 700;
+/** A row is redrawn at most this often (10 Hz: faster than anyone reads). */
+const ROW_MIN_INTERVAL_MS = 100;
+
+class Dashboard {
+  constructor(doc, win) {
+    this.doc = doc;
+    this.win = win;
+    this.el = (id) => doc.getElementById(id);
+    this.tbody = this.el('topic-rows');
+    this.models = new Map(); // topic -> row model
+    this.order = []; // topics in display order (sorted)
+    this.dirty = new Set();
+    this.frame = 0;
+    this.connInfo = { state: 'idle' };
+    this.countdownTimer = 0;
+    this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
+
+    const settings = readSettings(win.location.search);
+    this.filterText = settings.filter;
+    this.patterns = parsePatterns(settings.filter).error ? ['>'] : parsePatterns(settings.filter).patterns;
+    this.el('filter').value = this.patterns.join(', ');
+    this.selectMaxHz(settings.maxHz);
+
+    this.client = new TickwireClient({
+      topics: this.patterns,
+      maxHz: settings.maxHz || null,
+      onSnapshot: (msg, meta) => this.onData(msg, meta, false),
+      onTick: (msg, meta) => this.onData(msg, meta, true),
+      onStatus: (msg) => this.onStatus(msg),
+      onState: (info) => this.onState(info),
+      onError: (err) => this.showError(`${err.code}: ${err.message}`),
+    });
+  }
+
+  start() {
+    this.el('filter-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.applyFilter(this.el('filter').value);
+    });
+    this.el('max-hz').addEventListener('change', (ev) => {
+      const hz = Number(ev.target.value);
+      this.client.setMaxHz(hz > 0 ? hz : null);
+      this.saveSettings();
+    });
+    this.el('reconnect').addEventListener('click', () => this.client.start());
+    // Ages and the rate move with time, not with ticks.
+    this.win.setInterval(() => this.tickClock(), 500);
+    this.client.start();
+  }
+
+  // -- client callbacks: update models only ---------------------------------
+
+  onData(msg, meta, isTick) {
+    this.stats.messages += 1;
+    if (meta.cause === 'conflation') this.stats.conflated += meta.gap;
+    if (meta.cause === 'recovery_failed') this.stats.recoveryFailed += 1;
+    const m = this.model(msg.topic);
+    const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
+    const price = priceOf(data);
+    if (price !== null) {
+      if (m.first === null) {
+        m.first = price;
+        m.decimals = decimalsFor(price);
+      }
+      // Flash only on a live move, not on the first value or a snapshot.
+      if (isTick && m.price !== null && price !== m.price) m.flash = price > m.price ? 'up' : 'down';
+      m.price = price;
+      m.hist.push(price);
+      if (m.hist.length > SPARK_POINTS) m.hist.splice(0, m.hist.length - SPARK_POINTS);
+    }
+    if (typeof data.bid === 'number') m.bid = data.bid;
+    if (typeof data.ask === 'number') m.ask = data.ask;
+    m.ts = msg.ts;
+    m.seq = msg.seq;
+    m.updates += 1;
+    // A tick revives a stale topic; the broker's `status: live` says so too.
+    if (isTick) m.stale = false;
+    this.markDirty(m);
+  }
+
+  onStatus(msg) {
+    const m = this.model(msg.topic);
+    m.stale = msg.state === 'stale';
+    this.markDirty(m);
+  }
+
+  onState(info) {
+    this.connInfo = info;
+    if (info.state === 'live') this.loadTopicStates();
+    this.renderConnection();
+    // A countdown needs its own timer: nothing else happens while waiting.
+    this.win.clearInterval(this.countdownTimer);
+    if (info.state === 'reconnecting') this.countdownTimer = this.win.setInterval(() => this.renderConnection(), 100);
+  }
+
+  /**
+   * A new subscriber hears `status` only when a topic changes state, so a
+   * topic that was already stale would look live. Ask the broker once per
+   * connection; a later tick or status overrides what this says.
+   */
+  async loadTopicStates() {
+    try {
+      const res = await this.win.fetch('/api/topics', { cache: 'no-store' });
+      if (!res.ok) return;
+      const body = await res.json();
+      for (const t of body.topics ?? []) {
+        const m = this.models.get(t.topic);
+        if (!m || t.state !== 'stale') continue;
+        // Only when no newer tick than the broker's last one arrived meanwhile.
+        if (m.ts === null || typeof t.last_ts !== 'number' || m.ts <= t.last_ts) {
+          m.stale = true;
+          this.markDirty(m);
+        }
+      }
+    } catch {
+      // Best effort: status messages keep the markers right from here on.
+    }
+  }
+
+  // -- filter and rate -----------------------------------------------------
+
+  applyFilter(text) {
+    const { patterns, error } = parsePatterns(text);
+    const input = this.el('filter');
+    if (error) {
+      input.setAttribute('aria-invalid', 'true');
+      this.showError(error);
+      return;
+    }
+    input.removeAttribute('aria-invalid');
+    this.showError('');
+    this.patterns = patterns;
+    this.client.setTopics(patterns);
+    // Drop the rows the new filter does not cover; their ticks stop coming.
+    for (const topic of [...this.models.keys()]) {
+      if (!patterns.some((p) => patternMatches(p, topic))) this.removeRow(topic);
+    }
+    this.renderCount();
+    this.saveSettings();
+  }
+
+  selectMaxHz(hz) {
+    const select = this.el('max-hz');
+    const value = String(hz > 0 ? hz : 0);
+    if (![...select.options].some((o) => o.value === value)) {
+      const opt = this.doc.createElement('option');
+      opt.value = value;
+      opt.textContent = `${value} Hz`;
+      select.append(opt);
+    }
+    select.value = value;
+  }
+
+  /** Keeps the filter and rate in the URL, so a reload or a shared link keeps them. */
+  saveSettings() {
+    const q = new URLSearchParams();
+    const filter = this.patterns.join(',');
+    if (filter !== '>') q.set('filter', filter);
+    const hz = Number(this.el('max-hz').value);
+    if (hz !== DEFAULT_MAX_HZ) q.set('max_hz', String(hz));
+    const search = q.toString();
+    this.win.history.replaceState(null, '', search ? `?${search}` : this.win.location.pathname);
+  }
+
+  showError(text) {
+    this.el('filter-error').textContent = text;
+  }
+
+  // -- models and rows -----------------------------------------------------
+
+  model(topic) {
+    let m = this.models.get(topic);
+    if (!m) {
+      m = {
+        topic, first: null, price: null, decimals: 2, bid: null, ask: null, ts: null, seq: null,
+        hist: [], stale: false, flash: null, updates: 0, row: null, vals: null, ageText: '', drawnAt: -Infinity,
+      };
+      this.models.set(topic, m);
+    }
+    return m;
+  }
+
+  markDirty(m) {
+    this.dirty.add(m.topic);
+    if (!this.frame) this.frame = this.win.requestAnimationFrame((t) => this.flush(t));
+  }
+
+  /**
+   * One DOM pass per animation frame, for the rows that changed. A row is
+   * redrawn at most every ROW_MIN_INTERVAL_MS: a later change waits for a
+   * later frame (its model keeps only the newest value), so the DOM work per
+   * second is bounded by the number of rows, not by the message rate.
+   */
+  flush(frameTime = performance.now()) {
+    this.frame = 0;
+    const now = this.client.serverNow();
+    let added = false;
+    let deferred = false;
+    for (const topic of this.dirty) {
+      const m = this.models.get(topic);
+      if (!m) {
+        this.dirty.delete(topic); // removed by a filter change meanwhile
+        continue;
+      }
+      if (!m.row) {
+        this.createRow(m);
+        added = true;
+      } else if (frameTime - m.drawnAt < ROW_MIN_INTERVAL_MS) {
+        deferred = true;
+        continue;
+      }
+      m.drawnAt = frameTime;
+      this.renderRow(m, now);
+      this.dirty.delete(topic);
+    }
+    if (deferred) this.frame = this.win.requestAnimationFrame((t) => this.flush(t));
+    if (added) this.renderCount();
+  }
+
+  createRow(m) {
+    const tr = this.doc.createElement('tr');
+    tr.className = 'row';
+    tr.dataset.topic = m.topic;
+    const cell = (cls) => {
+      const td = this.doc.createElement('td');
+      td.className = cls;
+      tr.append(td);
+      return td;
+    };
+    // Values live in a `.v` box with CSS containment: a changed number then
+    // lays out only its own box, not the whole table (see dashboard.css).
+    const valueCell = (cls) => {
+      const box = this.doc.createElement('div');
+      box.className = 'v';
+      cell(cls).append(box);
+      return box;
+    };
+    const topicCell = cell('c-topic');
+    const name = this.doc.createElement('span');
+    name.className = 'topic-name';
+    name.textContent = m.topic;
+    const badge = this.doc.createElement('span');
+    badge.className = 'badge-stale';
+    badge.textContent = 'stale';
+    topicCell.append(name, badge);
+    const vals = {
+      price: valueCell('c-price num'),
+      change: valueCell('c-change num'),
+      pct: valueCell('c-pct num'),
+      bid: valueCell('c-bid num'),
+      ask: valueCell('c-ask num'),
+      spark: null,
+      age: null,
+    };
+    const svg = this.doc.createElementNS(SVG_NS, 'svg');
+    svg.setAttribute('class', 'spark');
+    svg.setAttribute('viewBox', `0 0 ${SPARK_W} ${SPARK_H}`);
+    svg.setAttribute('width', String(SPARK_W));
+    svg.setAttribute('height', String(SPARK_H));
+    svg.setAttribute('aria-hidden', 'true');
+    const line = this.doc.createElementNS(SVG_NS, 'polyline');
+    svg.append(line);
+    cell('c-spark').append(svg);
+    vals.spark = line;
+    vals.age = valueCell('c-age num');
+    m.row = tr;
+    m.vals = vals;
+
+    // Keep rows sorted by topic: binary search for the insertion point.
+    let lo = 0;
+    let hi = this.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.order[mid] < m.topic) lo = mid + 1;
+      else hi = mid;
+    }
+    const before = lo < this.order.length ? this.models.get(this.order[lo])?.row ?? null : null;
+    this.order.splice(lo, 0, m.topic);
+    this.tbody.insertBefore(tr, before);
+  }
+
+  removeRow(topic) {
+    const m = this.models.get(topic);
+    this.models.delete(topic);
+    this.dirty.delete(topic);
+    if (!m) return;
+    m.row?.remove();
+    const i = this.order.indexOf(topic);
+    if (i >= 0) this.order.splice(i, 1);
+  }
+
+  renderRow(m, now) {
+    const { vals, row } = m;
+    const d = m.decimals;
+    setText(vals.price, formatNumber(m.price, d));
+    const change = formatChange(m.price, m.first, d);
+    setText(vals.change, change.abs);
+    setText(vals.pct, change.pct);
+    setAttr(vals.change.parentNode, 'data-dir', change.dir);
+    setAttr(vals.pct.parentNode, 'data-dir', change.pctDir);
+    setText(vals.bid, formatNumber(m.bid, d));
+    setText(vals.ask, formatNumber(m.ask, d));
+    vals.spark.setAttribute('points', sparklinePoints(m.hist));
+    const trend = m.hist.length > 1 ? Math.sign(m.hist[m.hist.length - 1] - m.hist[0]) : 0;
+    setAttr(vals.spark, 'class', trend > 0 ? 'up' : trend < 0 ? 'down' : 'flat');
+    this.renderAge(m, now);
+    row.dataset.seq = m.seq === null ? '' : String(m.seq);
+    row.dataset.ts = m.ts === null ? '' : String(m.ts);
+    row.dataset.updates = String(m.updates);
+    setAttr(row, 'data-state', m.stale ? 'stale' : 'live');
+    if (row.classList.contains('stale') !== m.stale) row.classList.toggle('stale', m.stale);
+    if (m.flash) {
+      setAttr(row, 'data-move', m.flash);
+      const td = vals.price.parentNode;
+      setAttr(td, 'data-dir', m.flash);
+      flash(td, m.flash);
+      m.flash = null;
+    }
+  }
+
+  renderAge(m, now) {
+    const text = m.ts === null ? '—' : formatAge(now - m.ts);
+    if (text !== m.ageText) {
+      m.ageText = text;
+      m.vals.age.textContent = text;
+    }
+  }
+
+  renderCount() {
+    const n = this.models.size;
+    const el = this.el('row-count');
+    el.dataset.count = String(n);
+    el.textContent = `${n} ${n === 1 ? 'topic' : 'topics'}`;
+    this.el('empty').hidden = n > 0;
+    this.el('empty').textContent = `Waiting for prices on ${this.patterns.join(', ')}…`;
+  }
+
+  renderConnection() {
+    const info = this.connInfo;
+    const conn = this.el('conn');
+    conn.dataset.state = info.state;
+    setText(this.el('conn-state'), connectionText(info, this.client.clock.now()));
+    let detail = '';
+    if (info.state === 'live' && info.recovered === true) detail = 'recovered every missed tick';
+    else if (info.state === 'live' && info.recovered === false) detail = 'some ticks missed: fresh snapshots';
+    else if (info.state === 'reconnecting') detail = info.reason;
+    setText(this.el('conn-detail'), detail);
+    this.el('reconnect').hidden = info.state !== 'stopped';
+  }
+
+  tickClock() {
+    const now = this.client.serverNow();
+    for (const m of this.models.values()) if (m.row) this.renderAge(m, now);
+    const s = this.stats;
+    s.rate = s.messages * 2; // messages in the last 500 ms
+    s.messages = 0;
+    const el = this.el('stats');
+    el.dataset.rate = String(s.rate);
+    el.dataset.conflated = String(s.conflated);
+    el.dataset.recoveryFailed = String(s.recoveryFailed);
+    el.textContent = `${s.rate} msg/s · ${s.conflated} conflated · ${s.recoveryFailed} unrecovered`;
+    el.title = 'conflated: seqs skipped on purpose by max_hz or backpressure (the newest value is shown); '
+      + 'unrecovered: topics whose ticks during a disconnect could not be replayed';
+  }
+}
+
+// Writes only what changed: an unchanged value costs no style or layout work.
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function setAttr(el, name, value) {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+}
+
+/** A green or red background fade on a cell; restarts cleanly on every move. */
+function flash(el, dir) {
+  if (typeof el.animate !== 'function') return;
+  const color = dir === 'up' ? 'var(--flash-up)' : 'var(--flash-down)';
+  el.animate([{ backgroundColor: color }, { backgroundColor: 'transparent' }], { duration: FLASH_MS, easing: 'ease-out' });
+}
+
+if (typeof document !== 'undefined' && document.getElementById('topic-rows')) {
+  const dashboard = new Dashboard(document, window);
+  dashboard.start();
+  // Handy from the devtools console, and for the browser test.
+  window.tickwireDashboard = dashboard;
+}

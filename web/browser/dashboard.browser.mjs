@@ -1,0 +1,325 @@
+#!/usr/bin/env node
+// Browser test of the dashboard against a real broker, in Debian's Chromium
+// driven by playwright-core. Run from web/:
+//
+//   node browser/dashboard.browser.mjs
+//
+// Env: TICKWIRE_BIN, the broker binary (default ../target/debug/tickwire,
+// relative to web/); CHROMIUM, the browser (default /usr/bin/chromium).
+// Exits 0 when every check passes, 1 with a message otherwise, and gives up
+// after DEADLINE_MS. Every wait is on a condition with a timeout.
+//
+// Checks, in order:
+// 1. 10+ rows show up and update;
+// 2. the filter `fx.*` leaves only fx rows, which keep updating; `>` brings the rest back;
+// 3. a topic published once over HTTP is marked stale once its feed stops
+//    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500); screenshot to docs/img/dashboard.png;
+// 4. after SIGKILL and a restart on the same port, the page reconnects within
+//    the backoff cap, reports the failed recovery (new epoch), and rows update again.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = resolve(WEB, process.env.TICKWIRE_BIN ?? '../target/debug/tickwire');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SCREENSHOT = resolve(WEB, '../docs/img/dashboard.png');
+const PUBLISHER_KEY = 'testkey';
+const STALE_AFTER_MS = 1500;
+const DEADLINE_MS = 90_000;
+// The client's backoff cap (tickwire.js DEFAULTS.backoffCapMs) plus time to
+// connect and subscribe: a reconnect must land within it.
+const RECONNECT_WINDOW_MS = 20_000 + 5_000;
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const started = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
+
+class Failure extends Error {}
+
+function fail(message) {
+  throw new Failure(message);
+}
+
+/** Resolves with a port that was free a moment ago on 127.0.0.1. */
+function freePort() {
+  return new Promise((ok, bad) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', bad);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+async function until(what, timeoutMs, probe, everyMs = 100) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => null);
+    if (value) return value;
+    if (Date.now() > end) fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** The broker process; keeps the tail of its output for failure reports. */
+class Broker {
+  constructor(port) {
+    this.port = port;
+    this.base = `http://127.0.0.1:${port}`;
+    this.proc = null;
+    this.output = [];
+  }
+
+  async start() {
+    // A killed broker's port can take a moment to be free again; retry the
+    // spawn while the process exits early, within the wait below.
+    const end = Date.now() + 15_000;
+    for (;;) {
+      this.spawn();
+      const exited = new Promise((r) => this.proc.once('exit', (code, sig) => r({ code, sig })));
+      const healthy = until(`${this.base}/healthz`, Math.max(1000, end - Date.now()), async () => {
+        const res = await fetch(`${this.base}/healthz`);
+        return res.ok;
+      }).then(() => null);
+      const outcome = await Promise.race([healthy, exited]);
+      if (outcome === null) return;
+      if (Date.now() > end) fail(`broker exited (${JSON.stringify(outcome)}) before serving:\n${this.tail()}`);
+      log(`broker exited early (${JSON.stringify(outcome)}); retrying`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  spawn() {
+    const args = ['--listen', `127.0.0.1:${this.port}`, '--publisher-key', PUBLISHER_KEY];
+    this.proc = spawn(BIN, args, {
+      env: { ...process.env, TICKWIRE_STALE_AFTER_MS: String(STALE_AFTER_MS) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const keep = (chunk) => {
+      this.output.push(...String(chunk).split('\n').filter(Boolean));
+      if (this.output.length > 200) this.output.splice(0, this.output.length - 200);
+    };
+    this.proc.stdout.on('data', keep);
+    this.proc.stderr.on('data', keep);
+    this.proc.on('error', (err) => keep(`spawn error: ${err.message}`));
+  }
+
+  /** SIGKILL, and wait until the process is gone. */
+  async kill() {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const gone = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGKILL');
+    await gone;
+  }
+
+  async publish(topic, data) {
+    const res = await fetch(`${this.base}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${PUBLISHER_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ topic, data }),
+    });
+    if (!res.ok) fail(`POST /api/publish answered ${res.status}: ${await res.text()}`);
+    return res.json();
+  }
+
+  tail() {
+    return this.output.slice(-40).map((l) => `  | ${l}`).join('\n');
+  }
+}
+
+// -- page probes -------------------------------------------------------------
+
+/** `topic -> "seq/ts"` of every row: a row whose stamp changed has updated. */
+const stamps = (page) =>
+  page.evaluate(() => {
+    const out = {};
+    for (const tr of document.querySelectorAll('#topic-rows tr[data-topic]')) out[tr.dataset.topic] = `${tr.dataset.seq}/${tr.dataset.ts}`;
+    return out;
+  });
+
+const topicsShown = (page) =>
+  page.evaluate(() => [...document.querySelectorAll('#topic-rows tr[data-topic]')].map((tr) => tr.dataset.topic));
+
+const connText = (page) => page.evaluate(() => document.getElementById('conn-state')?.textContent ?? '');
+
+/** Waits until at least `n` rows that were in `before` show a new stamp. */
+async function rowsUpdate(page, before, n, timeoutMs, what) {
+  await page
+    .waitForFunction(
+      ({ before, n }) => {
+        let changed = 0;
+        for (const tr of document.querySelectorAll('#topic-rows tr[data-topic]')) {
+          const was = before[tr.dataset.topic];
+          if (was !== undefined && was !== `${tr.dataset.seq}/${tr.dataset.ts}`) changed += 1;
+        }
+        return changed >= n;
+      },
+      { before, n },
+      { timeout: timeoutMs, polling: 100 },
+    )
+    .catch(() => fail(`${what}: fewer than ${n} rows updated within ${timeoutMs} ms`));
+}
+
+/** Waits for `#conn-state` to say `live` (want 'live') or that it is trying to reconnect (want 'retrying'). */
+async function waitConn(page, want, timeoutMs, what) {
+  await page
+    .waitForFunction(
+      (want) => {
+        const text = document.getElementById('conn-state')?.textContent ?? '';
+        return want === 'live' ? text === 'live' : text.startsWith('reconnecting') || text.startsWith('connecting');
+      },
+      want,
+      { timeout: timeoutMs, polling: 50 },
+    )
+    .catch(async () => fail(`${what}: connection text is '${await connText(page)}' after ${timeoutMs} ms`));
+}
+
+async function applyFilter(page, text) {
+  await page.fill('#filter', text);
+  await page.press('#filter', 'Enter');
+}
+
+// -- the test ------------------------------------------------------------------
+
+async function run(state) {
+  if (!existsSync(BIN)) fail(`no broker binary at ${BIN} (build it with cargo build, or set TICKWIRE_BIN)`);
+  if (!existsSync(CHROMIUM)) fail(`no browser at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+
+  const port = await freePort();
+  const broker = new Broker(port);
+  state.broker = broker;
+  log(`starting ${BIN} on 127.0.0.1:${port}`);
+  await broker.start();
+
+  state.userDataDir = mkdtempSync(join(tmpdir(), 'tickwire-chromium-'));
+  state.context = await chromium.launchPersistentContext(state.userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 860 },
+  });
+  const page = state.context.pages()[0] ?? (await state.context.newPage());
+  page.on('pageerror', (err) => state.pageErrors.push(err.message));
+  page.on('console', (msg) => {
+    // The browser logs each refused WebSocket while the broker is down;
+    // those are expected. Keep the rest for the report.
+    if (msg.type() === 'error' && !/WebSocket connection to .* failed/.test(msg.text())) state.consoleErrors.push(msg.text());
+  });
+
+  await page.goto(`${broker.base}/`, { waitUntil: 'load' });
+  await waitConn(page, 'live', 10_000, 'first connection');
+  log('connected: live');
+
+  // 1. 10+ rows, updating.
+  await page
+    .waitForFunction(() => document.querySelectorAll('#topic-rows tr[data-topic]').length >= 10, null, { timeout: 15_000 })
+    .catch(async () => fail(`expected 10+ rows, have ${(await topicsShown(page)).length}`));
+  await rowsUpdate(page, await stamps(page), 10, 15_000, 'initial feed');
+  const count = await page.evaluate(() => Number(document.getElementById('row-count').dataset.count));
+  log(`1. ${count} rows, 10+ of them updating`);
+
+  // 2. Filter to fx.*.
+  await applyFilter(page, 'fx.*');
+  await page
+    .waitForFunction(
+      () => {
+        const rows = [...document.querySelectorAll('#topic-rows tr[data-topic]')];
+        return rows.length > 0 && rows.every((tr) => tr.dataset.topic.startsWith('fx.'));
+      },
+      null,
+      { timeout: 10_000 },
+    )
+    .catch(async () => fail(`filter fx.*: rows are ${JSON.stringify(await topicsShown(page))}`));
+  const fxBefore = await stamps(page);
+  const fxCount = Object.keys(fxBefore).length;
+  await rowsUpdate(page, fxBefore, Math.min(2, fxCount), 10_000, 'fx rows after filtering');
+  // Time has passed with the filter on: no other topic came back meanwhile.
+  const afterFx = await topicsShown(page);
+  if (!afterFx.every((t) => t.startsWith('fx.'))) fail(`filter fx.*: a non-fx row appeared: ${JSON.stringify(afterFx)}`);
+  if (!page.url().includes('filter=fx.*')) fail(`filter fx.* is not kept in the URL: ${page.url()}`);
+  log(`2. filter fx.*: only ${fxCount} fx rows, updating`);
+  await applyFilter(page, '>');
+  await page.waitForFunction(() => document.querySelectorAll('#topic-rows tr[data-topic]').length >= 10, null, { timeout: 10_000 })
+    .catch(() => fail('filter >: rows did not come back'));
+
+  // 3. A topic whose feed stops is marked stale.
+  await broker.publish('test.STALE', { price: 1.5 });
+  const row = 'tr[data-topic="test.STALE"]';
+  await page.waitForSelector(row, { timeout: 5_000 }).catch(() => fail('published test.STALE, but no row showed up'));
+  const shownPrice = await page.textContent(`${row} .c-price`);
+  if (Number(shownPrice) !== 1.5) fail(`test.STALE shows price '${shownPrice}', expected 1.5`);
+  await page
+    .waitForFunction((sel) => document.querySelector(sel)?.dataset.state === 'stale', row, { timeout: STALE_AFTER_MS + 8_000 })
+    .catch(() => fail(`test.STALE was not marked stale within ${STALE_AFTER_MS + 8_000} ms`));
+  if (!(await page.isVisible(`${row} .badge-stale`))) fail('test.STALE is stale but its badge is not visible');
+  log('3. test.STALE marked stale');
+
+  mkdirSync(dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  log(`screenshot saved to ${SCREENSHOT}`);
+
+  // 4. Kill the broker, restart it on the same port; the page comes back.
+  await broker.kill();
+  log('broker killed (SIGKILL)');
+  await waitConn(page, 'retrying', 10_000, 'after SIGKILL');
+  log(`page says: ${await connText(page)}`);
+  await broker.start();
+  const restartedAt = Date.now();
+  log('broker restarted');
+  await waitConn(page, 'live', RECONNECT_WINDOW_MS, 'after restart');
+  log(`reconnected ${Date.now() - restartedAt} ms after the broker was back`);
+  await rowsUpdate(page, await stamps(page), 10, 15_000, 'after reconnect');
+  // The restart made a new epoch: the client must say recovery failed.
+  // (#stats is refreshed twice a second.)
+  await page
+    .waitForFunction(() => Number(document.getElementById('stats').dataset.recoveryFailed || 0) > 0, null, { timeout: 3_000 })
+    .catch(() => fail('after a broker restart the dashboard did not count any topic as unrecovered'));
+  const unrecovered = await page.evaluate(() => Number(document.getElementById('stats').dataset.recoveryFailed));
+  log(`4. reconnected, rows updating again, ${unrecovered} topics reported unrecovered (new epoch)`);
+
+  if (state.pageErrors.length > 0) fail(`uncaught errors in the page:\n  ${state.pageErrors.join('\n  ')}`);
+}
+
+async function main() {
+  const state = { broker: null, context: null, userDataDir: null, pageErrors: [], consoleErrors: [] };
+  const deadline = setTimeout(() => {
+    console.error(`FAIL: the browser test took longer than ${DEADLINE_MS / 1000} s`);
+    if (state.broker?.proc) state.broker.proc.kill('SIGKILL');
+    process.exit(1);
+  }, DEADLINE_MS);
+  let code = 0;
+  try {
+    await run(state);
+    console.log('PASS: dashboard browser test');
+  } catch (err) {
+    code = 1;
+    console.error(`FAIL: ${err instanceof Failure ? err.message : err.stack}`);
+    if (state.broker) console.error(`broker output (last lines):\n${state.broker.tail()}`);
+    if (state.consoleErrors.length) console.error(`page console errors:\n  ${state.consoleErrors.join('\n  ')}`);
+  } finally {
+    await state.context?.close().catch(() => {});
+    await state.broker?.kill().catch(() => {});
+    if (state.userDataDir) rmSync(state.userDataDir, { recursive: true, force: true });
+    clearTimeout(deadline);
+  }
+  process.exit(code);
+}
+
+main();
