@@ -5,7 +5,11 @@
 //   node browser/dashboard.browser.mjs
 //
 // Env: TICKWIRE_BIN, the broker binary (default ../target/debug/tickwire,
-// relative to web/); CHROMIUM, the browser (default /usr/bin/chromium).
+// relative to web/); CHROMIUM, the browser (default /usr/bin/chromium);
+// TICKWIRE_STATIC_DIR, optional: serve the page's four files from this
+// folder instead of the broker's embedded copies (to try a change to the
+// dashboard without rebuilding the broker; the WebSocket and the API still
+// go to the broker).
 // Exits 0 when every check passes, 1 with a message otherwise, and gives up
 // after DEADLINE_MS. Every wait is on a condition with a timeout.
 //
@@ -13,11 +17,12 @@
 // 1. 10+ rows show up and update;
 // 2. the filter `fx.*` leaves only fx rows, which keep updating; `>` brings the rest back;
 // 3. a topic published once over HTTP is marked stale once its feed stops
-//    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500); screenshot to docs/img/dashboard.png;
+//    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500), and still is after
+//    a reload; screenshot to docs/img/dashboard.png;
 // 4. after SIGKILL and a restart on the same port, the page reconnects within
 //    the backoff cap, reports the failed recovery (new epoch), and rows update again.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,6 +32,7 @@ import { chromium } from 'playwright-core';
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = resolve(WEB, process.env.TICKWIRE_BIN ?? '../target/debug/tickwire');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const STATIC_DIR = process.env.TICKWIRE_STATIC_DIR ? resolve(WEB, process.env.TICKWIRE_STATIC_DIR) : null;
 const SCREENSHOT = resolve(WEB, '../docs/img/dashboard.png');
 const PUBLISHER_KEY = 'testkey';
 const STALE_AFTER_MS = 1500;
@@ -212,7 +218,9 @@ async function run(state) {
   state.context = await chromium.launchPersistentContext(state.userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    // A page that Playwright fulfils has no network address, so Chromium's
+    // Local Network Access checks would block its WebSocket to 127.0.0.1.
+    args: STATIC_DIR ? [...CHROMIUM_ARGS, '--disable-features=LocalNetworkAccessChecks'] : CHROMIUM_ARGS,
     viewport: { width: 1280, height: 860 },
   });
   const page = state.context.pages()[0] ?? (await state.context.newPage());
@@ -223,6 +231,18 @@ async function run(state) {
     if (msg.type() === 'error' && !/WebSocket connection to .* failed/.test(msg.text())) state.consoleErrors.push(msg.text());
   });
 
+  if (STATIC_DIR) {
+    log(`serving the page's files from ${STATIC_DIR}`);
+    const files = { '/': 'index.html', '/tickwire.js': 'tickwire.js', '/dashboard.js': 'dashboard.js', '/dashboard.css': 'dashboard.css' };
+    const types = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
+    await page.route(
+      (url) => url.origin === broker.base && url.pathname in files,
+      (route) => {
+        const name = files[new URL(route.request().url()).pathname];
+        route.fulfill({ body: readFileSync(join(STATIC_DIR, name)), contentType: types[name.split('.').pop()] });
+      },
+    );
+  }
   await page.goto(`${broker.base}/`, { waitUntil: 'load' });
   await waitConn(page, 'live', 10_000, 'first connection');
   log('connected: live');
@@ -274,6 +294,15 @@ async function run(state) {
   mkdirSync(dirname(SCREENSHOT), { recursive: true });
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
   log(`screenshot saved to ${SCREENSHOT}`);
+
+  // A fresh page hears no `status` for a topic that is already stale; it
+  // must still show it stale (from GET /api/topics).
+  await page.reload({ waitUntil: 'load' });
+  await waitConn(page, 'live', 10_000, 'after reload');
+  await page
+    .waitForFunction((sel) => document.querySelector(sel)?.dataset.state === 'stale', row, { timeout: 5_000 })
+    .catch(() => fail('after a reload, test.STALE is not shown stale'));
+  log('3b. after a reload test.STALE is still shown stale');
 
   // 4. Kill the broker, restart it on the same port; the page comes back.
   await broker.kill();

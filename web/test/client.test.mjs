@@ -153,6 +153,21 @@ test('4500 stops with the reason and never reconnects', () => {
   assert.deepEqual(t.clock.pending(), []);
 });
 
+test('a token refused with an error (auth off) stops too', () => {
+  const t = setup({ token: 'bad' });
+  t.client.start();
+  const ws = t.last();
+  ws.open();
+  ws.receive({ type: 'welcome', epoch: 'E1', heartbeat_ms: 15000, server_time: 0 });
+  ws.receive({ type: 'error', id: ws.sent[0].id, code: 'unauthorized', message: 'bad signature' });
+  assert.equal(ws.ops('subscribe').length, 0);
+  assert.equal(ws.closedWith.code, 1000);
+  assert.deepEqual(t.lastState(), { state: 'stopped', reason: 'token refused (unauthorized: bad signature)', code: null });
+  assert.equal(t.log.errors.length, 1);
+  t.clock.advance(60_000);
+  assert.equal(t.sockets.length, 1);
+});
+
 test('a normal close (1000) from the broker stops', () => {
   const t = setup();
   t.client.start();

@@ -269,13 +269,21 @@ pub fn unix_nanos() -> u64 {
 fn topics_for(i: usize, per_sub: usize, topics: usize) -> Vec<u32> {
     let mut seed = i as u64;
     let start = (wire::splitmix(&mut seed) % topics as u64) as usize;
-    let mut list: Vec<u32> = (0..per_sub).map(|j| ((start + j) % topics) as u32).collect();
+    let mut list: Vec<u32> = (0..per_sub)
+        .map(|j| ((start + j) % topics) as u32)
+        .collect();
     list.sort_unstable();
     list
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() {
+    if let Err(e) = start(Args::parse()) {
+        eprintln!("loadgen: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
     validate(&args)?;
     // One thread for everything, so `taskset -c N` pins all of loadgen.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -329,8 +337,16 @@ impl Probe {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let scenario = args.scenario;
-    let slow = if scenario == Scenario::Slow { args.slow } else { 0 };
-    let publishers = if scenario == Scenario::Conns { 0 } else { args.publishers };
+    let slow = if scenario == Scenario::Slow {
+        args.slow
+    } else {
+        0
+    };
+    let publishers = if scenario == Scenario::Conns {
+        0
+    } else {
+        args.publishers
+    };
     let nofile = sys::raise_nofile_limit();
     let wanted = (args.subs + slow + publishers + 64) as u64;
     if wanted > nofile {
@@ -350,9 +366,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // The minimal data object is about 50 bytes; `,"pad":""` adds 9.
         "x".repeat(args.payload_bytes.saturating_sub(59).max(1))
     });
-    let read_buffer = args
-        .read_buffer
-        .unwrap_or(if scenario == Scenario::Conns { 4 << 10 } else { 64 << 10 });
+    let read_buffer = args.read_buffer.unwrap_or(if scenario == Scenario::Conns {
+        4 << 10
+    } else {
+        64 << 10
+    });
     let sh = Rc::new(Shared {
         target,
         opts: Opts {
@@ -362,14 +380,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             slow_rcvbuf_bytes: args.slow_rcvbuf,
             source_addrs: args.source_addrs,
             pub_key: args.key.clone(),
-            sub_key: if args.auth_subscribers { args.key.clone() } else { None },
+            sub_key: if args.auth_subscribers {
+                args.key.clone()
+            } else {
+                None
+            },
             pad,
             fws: args.client == Client::Fws,
         },
         keys: Keys::new(),
         stats: Stats::new(args.topics),
         prefix: args.topic_prefix.clone(),
-        topic_names: (0..args.topics).map(|t| format!("{}{t}", args.topic_prefix)).collect(),
+        topic_names: (0..args.topics)
+            .map(|t| format!("{}{t}", args.topic_prefix))
+            .collect(),
         window_start: Cell::new(u64::MAX),
         window_end: Cell::new(u64::MAX),
         connect_gate: Semaphore::new(args.connect_concurrency),
@@ -406,7 +430,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let st = &sh.stats;
     let mut last_line = Instant::now();
     loop {
-        let done = st.subs_ok.get() + st.subs_failed.get() + st.slow_ok.get() + st.slow_failed.get();
+        let done =
+            st.subs_ok.get() + st.subs_failed.get() + st.slow_ok.get() + st.slow_failed.get();
         if done >= total {
             break;
         }
@@ -454,7 +479,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }));
     }
     let deadline = Instant::now() + sh.opts.connect_timeout;
-    while st.pubs_ready.get() + st.pubs_failed.get() < publishers as u64 && Instant::now() < deadline {
+    while st.pubs_ready.get() + st.pubs_failed.get() < publishers as u64
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if publishers > 0 && st.pubs_ready.get() == 0 {
@@ -475,11 +502,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     sh.go.cancel();
     let measure_at = t0 + warmup;
     let end_at = measure_at + hold;
-    let mut start_point = if warmup.is_zero() { probe.now() } else { Point::default() };
+    let mut start_point = if warmup.is_zero() {
+        probe.now()
+    } else {
+        Point::default()
+    };
     let mut next_line = t0 + Duration::from_secs(1);
     let mut prev = Snapshot::take(st, &probe, t0);
     loop {
-        let wake = if start_point.at.is_none() { next_line.min(measure_at) } else { next_line.min(end_at) };
+        let wake = if start_point.at.is_none() {
+            next_line.min(measure_at)
+        } else {
+            next_line.min(end_at)
+        };
         tokio::time::sleep_until(wake).await;
         let now = Instant::now();
         if start_point.at.is_none() && now >= measure_at {
@@ -494,7 +529,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 } else {
                     scenario.name()
                 };
-                eprintln!("{}", progress_line(&sh, &prev, &cur, now - t0, phase, scenario));
+                eprintln!(
+                    "{}",
+                    progress_line(&sh, &prev, &cur, now - t0, phase, scenario)
+                );
             }
             sh.stats.latency_interval.borrow_mut().reset();
             prev = cur;
@@ -512,7 +550,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let drain_deadline = Instant::now() + sh.opts.drain;
     let mut last_seen = st.ticks_measured.get();
     let mut last_change = Instant::now();
-    while publishers > 0 && st.ticks_measured.get() < st.expected() && Instant::now() < drain_deadline {
+    while publishers > 0
+        && st.ticks_measured.get() < st.expected()
+        && Instant::now() < drain_deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let seen = st.ticks_measured.get();
         if seen != last_seen {
@@ -570,7 +611,14 @@ impl Snapshot {
     }
 }
 
-fn progress_line(sh: &Shared, prev: &Snapshot, cur: &Snapshot, since: Duration, phase: &str, sc: Scenario) -> String {
+fn progress_line(
+    sh: &Shared,
+    prev: &Snapshot,
+    cur: &Snapshot,
+    since: Duration,
+    phase: &str,
+    sc: Scenario,
+) -> String {
     let st = &sh.stats;
     let dt = (cur.at - prev.at).as_secs_f64().max(1e-9);
     let rate = |a: u64, b: u64| si(a.saturating_sub(b) as f64 / dt);
@@ -594,10 +642,19 @@ fn progress_line(sh: &Shared, prev: &Snapshot, cur: &Snapshot, since: Duration, 
         );
     }
     if let (Some(a), Some(b)) = (prev.proc.broker, cur.proc.broker) {
-        let _ = write!(line, " | broker cpu {:3.0}% rss {}", (b.cpu_s - a.cpu_s) / dt * 100.0, mb(b.rss_kb));
+        let _ = write!(
+            line,
+            " | broker cpu {:3.0}% rss {}",
+            (b.cpu_s - a.cpu_s) / dt * 100.0,
+            mb(b.rss_kb)
+        );
     }
     if let (Some(a), Some(b)) = (prev.proc.me, cur.proc.me) {
-        let _ = write!(line, " | loadgen cpu {:3.0}%", (b.cpu_s - a.cpu_s) / dt * 100.0);
+        let _ = write!(
+            line,
+            " | loadgen cpu {:3.0}%",
+            (b.cpu_s - a.cpu_s) / dt * 100.0
+        );
     }
     line
 }
@@ -658,7 +715,8 @@ impl Report<'_> {
     }
 
     fn connect_rate(&self) -> f64 {
-        (self.sh.stats.subs_ok.get() + self.sh.stats.slow_ok.get()) as f64 / self.connect_s.max(1e-9)
+        (self.sh.stats.subs_ok.get() + self.sh.stats.slow_ok.get()) as f64
+            / self.connect_s.max(1e-9)
     }
 
     fn summary(&self) -> String {
@@ -690,7 +748,11 @@ impl Report<'_> {
         );
         if a.scenario == Scenario::Conns {
             let ended: u64 = st.sub_endings.borrow().values().sum();
-            let _ = writeln!(s, "held        {:.1} s, {} closed by the broker meanwhile", w, ended);
+            let _ = writeln!(
+                s,
+                "held        {:.1} s, {} closed by the broker meanwhile",
+                w, ended
+            );
         } else {
             let expected = st.expected();
             let got = st.ticks_measured.get();
@@ -708,6 +770,13 @@ impl Report<'_> {
                 st.acked_measured.get() as f64 / w,
                 st.publish_errors.get()
             );
+            if st.skipped.get() > 0 {
+                let _ = writeln!(
+                    s,
+                    "            rate not kept: {} sending slots skipped (window full or CPU busy)",
+                    st.skipped.get()
+                );
+            }
             let _ = writeln!(
                 s,
                 "deliveries  expected {expected}, received {got}, lost {lost} ({:.4}%)",
@@ -760,7 +829,11 @@ impl Report<'_> {
             }
         }
         if let Some(cpu) = self.cpu(|p| p.me) {
-            let _ = writeln!(s, "loadgen     cpu {cpu:.2} s ({:.0}% of a core)", cpu / w * 100.0);
+            let _ = writeln!(
+                s,
+                "loadgen     cpu {cpu:.2} s ({:.0}% of a core)",
+                cpu / w * 100.0
+            );
         }
         let errors = st.first_errors.borrow();
         if !errors.is_empty() {
@@ -772,6 +845,7 @@ impl Report<'_> {
         s
     }
 
+    /// One JSON object on one line, keys in a fixed, readable order.
     fn json(&self) -> String {
         let a = self.args;
         let st = &self.sh.stats;
@@ -783,70 +857,99 @@ impl Report<'_> {
         let broker_cpu = self.cpu(|p| p.broker);
         let me_cpu = self.cpu(|p| p.me);
         let endings = |e: &stats::Endings| serde_json::to_value(&*e.borrow()).unwrap_or_default();
-        let mut v = json!({
-            "scenario": a.scenario.name(),
-            "url": a.url,
-            "subs": a.subs,
-            "topics": a.topics,
-            "per_sub": a.per_sub,
-            "subs_ok": st.subs_ok.get(),
-            "subs_failed": st.subs_failed.get(),
-            "connect_s": self.connect_s,
-            "connect_per_s": self.connect_rate(),
-            "duration_s": w,
-            "sub_endings": endings(&st.sub_endings),
-        });
-        let obj = v.as_object_mut().expect("json! of an object is an object");
-        let mut put = |k: &str, val: serde_json::Value| {
-            obj.insert(k.to_string(), val);
-        };
+        let mut f: Vec<(&str, serde_json::Value)> = vec![
+            ("scenario", json!(a.scenario.name())),
+            ("url", json!(a.url)),
+            ("subs", json!(a.subs)),
+            ("topics", json!(a.topics)),
+            ("per_sub", json!(a.per_sub)),
+            ("subs_ok", json!(st.subs_ok.get())),
+            ("subs_failed", json!(st.subs_failed.get())),
+            ("connect_s", json!(self.connect_s)),
+            ("connect_per_s", json!(self.connect_rate())),
+            ("duration_s", json!(w)),
+        ];
         if a.scenario != Scenario::Conns {
-            put("publishers", json!(a.publishers));
-            put("rate", json!(a.rate));
-            put("max_inflight", json!(a.max_inflight));
-            put("warmup_s", json!(a.warmup));
-            put("payload_bytes", json!(a.payload_bytes));
-            put("published", json!(st.acked_measured.get()));
-            put("published_per_s", json!(st.acked_measured.get() as f64 / w));
-            put("publish_errors", json!(st.publish_errors.get()));
-            put("expected", json!(expected));
-            put("received", json!(got));
-            put("lost", json!(expected.saturating_sub(got)));
-            put("loss_ratio", json!(expected.saturating_sub(got) as f64 / expected.max(1) as f64));
-            put("delivered_per_s", json!(got as f64 / w));
-            put("lat_p50_us", json!(us(0.5)));
-            put("lat_p99_us", json!(us(0.99)));
-            put("lat_p999_us", json!(us(0.999)));
-            put("lat_max_us", json!(lat.max() as f64 / 1e3));
-            put("lat_mean_us", json!(lat.mean() / 1e3));
-            put("seq_skipped", json!(st.seq_gaps.get()));
-            put("seq_backwards", json!(st.seq_backwards.get()));
-            put("ticks_unexpected", json!(st.ticks_unexpected.get()));
+            f.extend([
+                ("publishers", json!(a.publishers)),
+                ("rate", json!(a.rate)),
+                ("max_inflight", json!(a.max_inflight)),
+                ("warmup_s", json!(a.warmup)),
+                ("payload_bytes", json!(a.payload_bytes)),
+                ("published", json!(st.acked_measured.get())),
+                ("published_per_s", json!(st.acked_measured.get() as f64 / w)),
+                ("publish_errors", json!(st.publish_errors.get())),
+                ("rate_slots_skipped", json!(st.skipped.get())),
+                ("expected", json!(expected)),
+                ("received", json!(got)),
+                ("lost", json!(expected.saturating_sub(got))),
+                (
+                    "loss_ratio",
+                    json!(expected.saturating_sub(got) as f64 / expected.max(1) as f64),
+                ),
+                ("delivered_per_s", json!(got as f64 / w)),
+                ("lat_p50_us", json!(us(0.5))),
+                ("lat_p99_us", json!(us(0.99))),
+                ("lat_p999_us", json!(us(0.999))),
+                ("lat_max_us", json!(lat.max() as f64 / 1e3)),
+                ("lat_mean_us", json!(lat.mean() / 1e3)),
+                ("seq_skipped", json!(st.seq_gaps.get())),
+                ("seq_backwards", json!(st.seq_backwards.get())),
+                ("ticks_unexpected", json!(st.ticks_unexpected.get())),
+            ]);
         }
+        f.push(("sub_endings", endings(&st.sub_endings)));
         if a.scenario == Scenario::Slow {
-            put("slow", json!(a.slow));
-            put("slow_ok", json!(st.slow_ok.get()));
-            put("slow_endings", endings(&st.slow_endings));
-            put(
-                "slow_closed_4001",
-                json!(st.slow_endings.borrow().get("4001").copied().unwrap_or(0)),
-            );
+            let closed_4001 = st.slow_endings.borrow().get("4001").copied().unwrap_or(0);
+            f.extend([
+                ("slow", json!(a.slow)),
+                ("slow_ok", json!(st.slow_ok.get())),
+                ("slow_closed_4001", json!(closed_4001)),
+                ("slow_endings", endings(&st.slow_endings)),
+            ]);
         }
         if let Some(b) = self.after.broker {
-            put("broker_cpu_s", json!(broker_cpu));
-            put("broker_cpu_util", json!(broker_cpu.map(|c| c / w)));
-            put("broker_rss_before_kb", json!(self.before.broker.map(|p| p.rss_kb)));
-            put("broker_rss_connected_kb", json!(self.connected.broker.map(|p| p.rss_kb)));
-            put("broker_rss_after_kb", json!(b.rss_kb));
-            put("broker_hwm_kb", json!(b.hwm_kb));
-            put("rss_per_conn_bytes", json!(self.rss_per_conn_bytes()));
+            f.extend([
+                ("broker_pid", json!(a.broker_pid)),
+                ("broker_cpu_s", json!(broker_cpu)),
+                ("broker_cpu_util", json!(broker_cpu.map(|c| c / w))),
+                (
+                    "broker_rss_before_kb",
+                    json!(self.before.broker.map(|p| p.rss_kb)),
+                ),
+                (
+                    "broker_rss_connected_kb",
+                    json!(self.connected.broker.map(|p| p.rss_kb)),
+                ),
+                ("broker_rss_after_kb", json!(b.rss_kb)),
+                ("broker_hwm_kb", json!(b.hwm_kb)),
+                ("rss_per_conn_bytes", json!(self.rss_per_conn_bytes())),
+            ]);
         }
-        put("loadgen_cpu_s", json!(me_cpu));
-        put("loadgen_cpu_util", json!(me_cpu.map(|c| c / w)));
-        v.to_string()
+        f.extend([
+            ("loadgen_cpu_s", json!(me_cpu)),
+            ("loadgen_cpu_util", json!(me_cpu.map(|c| c / w))),
+            (
+                "client",
+                json!(if self.sh.opts.fws { "fws" } else { "raw" }),
+            ),
+        ]);
+        let mut out = String::from("{");
+        for (i, (k, v)) in f.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{}:{v}", json!(k));
+        }
+        out.push('}');
+        out
     }
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }

@@ -131,14 +131,15 @@ class Dashboard {
     this.models = new Map(); // topic -> row model
     this.order = []; // topics in display order (sorted)
     this.dirty = new Set();
+    this.staleHints = new Map(); // topic -> last_ts, from /api/topics (see loadTopicStates)
     this.frame = 0;
     this.connInfo = { state: 'idle' };
     this.countdownTimer = 0;
     this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
 
     const settings = readSettings(win.location.search);
-    this.filterText = settings.filter;
-    this.patterns = parsePatterns(settings.filter).error ? ['>'] : parsePatterns(settings.filter).patterns;
+    const parsed = parsePatterns(settings.filter);
+    this.patterns = parsed.error ? ['>'] : parsed.patterns;
     this.el('filter').value = this.patterns.join(', ');
     this.selectMaxHz(settings.maxHz);
 
@@ -175,6 +176,7 @@ class Dashboard {
     this.stats.messages += 1;
     if (meta.cause === 'conflation') this.stats.conflated += meta.gap;
     if (meta.cause === 'recovery_failed') this.stats.recoveryFailed += 1;
+    if (meta.duplicate) return; // a value already shown (overlapping subscribe)
     const m = this.model(msg.topic);
     const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
     const price = priceOf(data);
@@ -196,6 +198,11 @@ class Dashboard {
     m.updates += 1;
     // A tick revives a stale topic; the broker's `status: live` says so too.
     if (isTick) m.stale = false;
+    const hint = this.staleHints.get(msg.topic);
+    if (hint !== undefined) {
+      this.staleHints.delete(msg.topic);
+      if (!isTick && msg.ts <= hint) m.stale = true;
+    }
     this.markDirty(m);
   }
 
@@ -216,19 +223,23 @@ class Dashboard {
 
   /**
    * A new subscriber hears `status` only when a topic changes state, so a
-   * topic that was already stale would look live. Ask the broker once per
-   * connection; a later tick or status overrides what this says.
+   * topic that was already stale would look live. Ask the broker after each
+   * (re)subscribe; a later tick or status overrides what this says. Topics
+   * whose snapshot has not arrived yet keep a hint for when it does.
    */
   async loadTopicStates() {
     try {
       const res = await this.win.fetch('/api/topics', { cache: 'no-store' });
       if (!res.ok) return;
       const body = await res.json();
+      this.staleHints.clear();
       for (const t of body.topics ?? []) {
+        if (t.state !== 'stale' || typeof t.last_ts !== 'number') continue;
         const m = this.models.get(t.topic);
-        if (!m || t.state !== 'stale') continue;
-        // Only when no newer tick than the broker's last one arrived meanwhile.
-        if (m.ts === null || typeof t.last_ts !== 'number' || m.ts <= t.last_ts) {
+        if (!m) {
+          this.staleHints.set(t.topic, t.last_ts);
+        } else if (m.ts === null || m.ts <= t.last_ts) {
+          // No tick newer than the broker's last one arrived meanwhile.
           m.stale = true;
           this.markDirty(m);
         }
@@ -258,6 +269,7 @@ class Dashboard {
     }
     this.renderCount();
     this.saveSettings();
+    this.loadTopicStates();
   }
 
   selectMaxHz(hz) {
@@ -293,8 +305,23 @@ class Dashboard {
     let m = this.models.get(topic);
     if (!m) {
       m = {
-        topic, first: null, price: null, decimals: 2, bid: null, ask: null, ts: null, seq: null,
-        hist: [], stale: false, flash: null, updates: 0, row: null, vals: null, ageText: '', drawnAt: -Infinity,
+        topic,
+        first: null, // first price this page saw: the base of the change columns
+        price: null,
+        decimals: 2,
+        bid: null,
+        ask: null,
+        ts: null,
+        seq: null,
+        hist: [], // recent prices for the sparkline, at most SPARK_POINTS
+        stale: false,
+        flash: null, // 'up' | 'down' to flash on the next draw
+        updates: 0,
+        row: null, // the <tr>, once drawn
+        vals: null, // its value boxes
+        ageText: '',
+        drawnAt: -Infinity, // frame time of the last draw
+        flashAnim: null,
       };
       this.models.set(topic, m);
     }
@@ -434,7 +461,7 @@ class Dashboard {
       setAttr(row, 'data-move', m.flash);
       const td = vals.price.parentNode;
       setAttr(td, 'data-dir', m.flash);
-      flash(td, m.flash);
+      m.flashAnim = flash(td, m.flash, m.flashAnim);
       m.flash = null;
     }
   }
@@ -494,11 +521,16 @@ function setAttr(el, name, value) {
   if (el.getAttribute(name) !== value) el.setAttribute(name, value);
 }
 
-/** A green or red background fade on a cell; restarts cleanly on every move. */
-function flash(el, dir) {
-  if (typeof el.animate !== 'function') return;
+/**
+ * A green or red background fade on a cell. The cell's previous fade is
+ * cancelled first: a busy row would otherwise stack several running
+ * animations per cell, each costing style work every frame.
+ */
+function flash(el, dir, previous) {
+  previous?.cancel();
+  if (typeof el.animate !== 'function') return null;
   const color = dir === 'up' ? 'var(--flash-up)' : 'var(--flash-down)';
-  el.animate([{ backgroundColor: color }, { backgroundColor: 'transparent' }], { duration: FLASH_MS, easing: 'ease-out' });
+  return el.animate([{ backgroundColor: color }, { backgroundColor: 'transparent' }], { duration: FLASH_MS, easing: 'ease-out' });
 }
 
 if (typeof document !== 'undefined' && document.getElementById('topic-rows')) {

@@ -518,7 +518,7 @@ export class TickwireClient {
   #onOpen() {
     // First-message auth: with auth on, the broker refuses any other
     // request that comes before it (PROTOCOL.md "Authentication").
-    if (this.token !== null) this.#send({ op: 'auth', id: this.#id('auth'), token: this.token });
+    if (this.token !== null) this.#send({ op: 'auth', id: this.#id('auth', { first: true }), token: this.token });
   }
 
   #onMessage(text) {
@@ -622,6 +622,13 @@ export class TickwireClient {
     const req = this.pending.get(msg.id);
     this.pending.delete(msg.id);
     this.onError?.(msg);
+    if (req && req.op === 'auth' && req.first && !this.conn.authed) {
+      // With auth off the broker answers a bad token with an error instead
+      // of closing with 4500. Same policy: the same token will not do better.
+      this.#teardown(1000, 'token refused');
+      this.#setState({ state: 'stopped', reason: `token refused (${msg.code}: ${msg.message})`, code: null });
+      return;
+    }
     // A refused first subscribe still leaves a working connection.
     if (req && req.initial) this.#goLive(null);
   }

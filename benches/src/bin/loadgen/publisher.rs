@@ -14,6 +14,8 @@ use crate::wire::{Frame, OP_PONG, SocketOpts, WsConn, push_text_with};
 
 /// Most publishes written with one `write` call.
 const MAX_BATCH: u64 = 1024;
+/// In rate mode, the most sending time a late publisher catches up on.
+const MAX_CATCH_UP: Duration = Duration::from_millis(10);
 /// In rate mode, how often the publisher wakes to send what is due.
 const RATE_TICK: Duration = Duration::from_millis(1);
 
@@ -69,6 +71,14 @@ pub async fn run(sh: Rc<Shared>, spec: Spec) -> anyhow::Result<()> {
         let mut n = room.min(MAX_BATCH);
         if spec.rate_per_s > 0.0 {
             let due = (started.elapsed().as_secs_f64() * spec.rate_per_s) as u64;
+            // A publisher held back (by the window, or a busy CPU) does not
+            // make up for more than MAX_CATCH_UP later: the rate stays a rate.
+            let max_behind = (spec.rate_per_s * MAX_CATCH_UP.as_secs_f64()) as u64 + 1;
+            if due > sent + max_behind {
+                let skipped = due - sent - max_behind;
+                sh.stats.skipped.add(skipped);
+                sent += skipped;
+            }
             n = n.min(due.saturating_sub(sent));
         }
         if n > 0 {
@@ -99,7 +109,12 @@ pub async fn run(sh: Rc<Shared>, spec: Spec) -> anyhow::Result<()> {
         p.read_acks(&mut conn).await?;
     }
     if p.inflight > 0 {
-        sh.stats.note_error(|| format!("publisher {}: {} publishes never acked", spec.index, p.inflight));
+        sh.stats.note_error(|| {
+            format!(
+                "publisher {}: {} publishes never acked",
+                spec.index, p.inflight
+            )
+        });
     }
     conn.send_close(1000).await;
     Ok(())
@@ -154,7 +169,10 @@ impl Publisher<'_> {
                 o.extend_from_slice(b"}}");
             });
         }
-        conn.stream.write_all(&self.out).await.context("publisher write")?;
+        conn.stream
+            .write_all(&self.out)
+            .await
+            .context("publisher write")?;
         self.inflight += n;
         self.sh.stats.sent.add(n);
         self.sh.stats.inflight.add(n);
@@ -188,7 +206,9 @@ impl Publisher<'_> {
                                 refused += 1;
                             }
                             st.publish_errors.add(1);
-                            st.note_error(|| format!("publish refused: {}", String::from_utf8_lossy(p)));
+                            st.note_error(|| {
+                                format!("publish refused: {}", String::from_utf8_lossy(p))
+                            });
                         }
                         _ => {}
                     },

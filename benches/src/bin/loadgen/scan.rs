@@ -17,6 +17,7 @@ pub struct Keys {
     id: Finder<'static>,
     ts_send: Finder<'static>,
     code: Finder<'static>,
+    publisher: Finder<'static>,
 }
 
 /// The message types the receive path tells apart.
@@ -39,6 +40,7 @@ impl Keys {
             id: Finder::new(b"\"id\":"),
             ts_send: Finder::new(b"\"ts_send\":"),
             code: Finder::new(b"\"code\":\""),
+            publisher: Finder::new(b"\"pub\":"),
         }
     }
 
@@ -76,6 +78,11 @@ impl Keys {
         u64_after(&self.ts_send, frame)
     }
 
+    /// The `pub` field loadgen puts in NATS payloads: which publisher sent it.
+    pub fn publisher(&self, frame: &[u8]) -> Option<u64> {
+        u64_after(&self.publisher, frame)
+    }
+
     /// The `code` of an `error` message.
     pub fn code<'a>(&self, frame: &'a [u8]) -> Option<&'a [u8]> {
         str_after(&self.code, frame)
@@ -105,7 +112,9 @@ pub fn parse_u64(bytes: &[u8]) -> Option<u64> {
     let mut value: u64 = 0;
     let start = i;
     while i < bytes.len() && bytes[i].is_ascii_digit() {
-        value = value.checked_mul(10)?.checked_add(u64::from(bytes[i] - b'0'))?;
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(bytes[i] - b'0'))?;
         i += 1;
     }
     (i > start).then_some(value)

@@ -60,6 +60,8 @@ pub struct Stats {
     pub pubs_ready: Counter,
     pub pubs_failed: Counter,
     pub sent: Counter,
+    /// Rate mode: sending slots given up because the publisher fell behind.
+    pub skipped: Counter,
     pub acked: Counter,
     pub acked_measured: Counter,
     pub inflight: Counter,
@@ -76,7 +78,9 @@ pub struct Stats {
 
 impl Stats {
     pub fn new(topics: usize) -> Self {
-        let hist = || Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("histogram bounds are valid");
+        let hist = || {
+            Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("histogram bounds are valid")
+        };
         Stats {
             subs_ok: Counter::default(),
             subs_failed: Counter::default(),
@@ -95,6 +99,7 @@ impl Stats {
             pubs_ready: Counter::default(),
             pubs_failed: Counter::default(),
             sent: Counter::default(),
+            skipped: Counter::default(),
             acked: Counter::default(),
             acked_measured: Counter::default(),
             inflight: Counter::default(),

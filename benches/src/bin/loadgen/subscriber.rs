@@ -31,15 +31,18 @@ pub struct Spec {
     pub kind: Kind,
 }
 
-/// Per-connection receive state: the last seq seen per subscribed topic.
-struct Tracker {
+/// Per-connection receive state: the last seq seen per subscribed topic and
+/// lane (a lane is one publisher for NATS, whose seqs are per publisher; the
+/// broker's seqs are per topic, one lane).
+pub struct Tracker {
     topics: Vec<u32>,
+    lanes: usize,
     last_seq: Vec<u64>,
 }
 
 /// Per-read tallies, added to the shared stats once per read.
 #[derive(Default)]
-struct Tally {
+pub struct Tally {
     ticks: u64,
     measured: u64,
     gaps: u64,
@@ -51,7 +54,11 @@ struct Tally {
 /// Runs one subscriber to the end of the run. Failures are counted, not returned.
 pub async fn run(sh: Rc<Shared>, spec: Spec) {
     let conn = {
-        let _permit = sh.connect_gate.acquire().await.expect("semaphore is never closed");
+        let _permit = sh
+            .connect_gate
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
         match tokio::time::timeout(sh.opts.connect_timeout, setup(&sh, &spec)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return fail(&sh, &spec, &e.to_string()),
@@ -80,12 +87,13 @@ pub async fn run(sh: Rc<Shared>, spec: Spec) {
     }
 }
 
-fn fail(sh: &Shared, spec: &Spec, why: &str) {
+pub fn fail(sh: &Shared, spec: &Spec, why: &str) {
     match spec.kind {
         Kind::Healthy => sh.stats.subs_failed.add(1),
         Kind::Slow => sh.stats.slow_failed.add(1),
     }
-    sh.stats.note_error(|| format!("subscriber {}: {why}", spec.index));
+    sh.stats
+        .note_error(|| format!("subscriber {}: {why}", spec.index));
 }
 
 async fn setup(sh: &Shared, spec: &Spec) -> anyhow::Result<WsConn> {
@@ -94,7 +102,14 @@ async fn setup(sh: &Shared, spec: &Spec) -> anyhow::Result<WsConn> {
         bind: sh.opts.source_addr(spec.index),
     };
     let bearer = sh.opts.sub_key.as_deref();
-    let mut conn = WsConn::connect(&sh.target, opts, bearer, sh.opts.read_buffer_bytes, spec.index as u64).await?;
+    let mut conn = WsConn::connect(
+        &sh.target,
+        opts,
+        bearer,
+        sh.opts.read_buffer_bytes,
+        spec.index as u64,
+    )
+    .await?;
     crate::wire::wait_for(&mut conn, sh.opts.connect_timeout, |p| {
         Ok(sh.keys.msg_type(p) == MsgType::Welcome)
     })
@@ -111,10 +126,12 @@ async fn setup(sh: &Shared, spec: &Spec) -> anyhow::Result<WsConn> {
     }
     req.extend_from_slice(br#"],"snapshot":false}"#);
     conn.send(crate::wire::OP_TEXT, &req).await?;
-    crate::wire::wait_for(&mut conn, sh.opts.connect_timeout, |p| match sh.keys.msg_type(p) {
-        MsgType::Subscribed => Ok(sh.keys.id(p) == Some(1)),
-        MsgType::Error => bail!("subscribe refused: {}", String::from_utf8_lossy(p)),
-        _ => Ok(false),
+    crate::wire::wait_for(&mut conn, sh.opts.connect_timeout, |p| {
+        match sh.keys.msg_type(p) {
+            MsgType::Subscribed => Ok(sh.keys.id(p) == Some(1)),
+            MsgType::Error => bail!("subscribe refused: {}", String::from_utf8_lossy(p)),
+            _ => Ok(false),
+        }
     })
     .await?;
     Ok(conn)
@@ -122,7 +139,7 @@ async fn setup(sh: &Shared, spec: &Spec) -> anyhow::Result<WsConn> {
 
 /// The healthy receive loop: one clock read per socket read, frames parsed in place.
 async fn receive(sh: &Shared, mut conn: WsConn, topics: Vec<u32>) {
-    let mut tracker = Tracker::new(topics);
+    let mut tracker = Tracker::new(topics, 1);
     loop {
         tokio::select! {
             biased;
@@ -175,7 +192,7 @@ async fn receive_fws(sh: &Shared, conn: WsConn, topics: Vec<u32>) {
     let mut ws = WebSocket::after_handshake(conn.into_primed(), Role::Client);
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
-    let mut tracker = Tracker::new(topics);
+    let mut tracker = Tracker::new(topics, 1);
     loop {
         // read_frame is not cancel safe, but a cancelled read only loses the
         // frame in progress, and the connection is being closed then anyway.
@@ -199,7 +216,10 @@ async fn receive_fws(sh: &Shared, conn: WsConn, topics: Vec<u32>) {
                 batch.on_data(&mut tracker, &frame.payload);
             }
             OpCode::Close => {
-                let code = frame.payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                let code = frame
+                    .payload
+                    .get(..2)
+                    .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
                 ended(sh, code.to_string());
                 return;
             }
@@ -208,7 +228,7 @@ async fn receive_fws(sh: &Shared, conn: WsConn, topics: Vec<u32>) {
     }
 }
 
-fn lost(sh: &Shared, e: &std::io::Error) {
+pub fn lost(sh: &Shared, e: &std::io::Error) {
     let how = if e.kind() == std::io::ErrorKind::UnexpectedEof {
         "eof (no close frame)".to_string()
     } else {
@@ -217,14 +237,14 @@ fn lost(sh: &Shared, e: &std::io::Error) {
     ended(sh, how);
 }
 
-fn ended(sh: &Shared, how: String) {
+pub fn ended(sh: &Shared, how: String) {
     sh.stats.note_error(|| format!("subscriber closed: {how}"));
     count_ending(&sh.stats.sub_endings, how);
 }
 
 /// Handles the frames of one read: borrows the histograms once, adds the
 /// counts to the shared stats once, on drop.
-struct Batch<'a> {
+pub struct Batch<'a> {
     sh: &'a Shared,
     now: u64,
     start: u64,
@@ -235,7 +255,7 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(sh: &'a Shared, now: u64) -> Self {
+    pub fn new(sh: &'a Shared, now: u64) -> Self {
         let (start, end) = sh.window();
         Batch {
             sh,
@@ -248,20 +268,34 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// A NATS `MSG` payload on topic `topic` (from its sid).
+    pub fn on_nats_msg(&mut self, tracker: &mut Tracker, topic: Option<u32>, p: &[u8]) {
+        let keys = &self.sh.keys;
+        self.tally.ticks += 1;
+        let lane = keys.publisher(p).map_or(usize::MAX, |l| l as usize);
+        tracker.check(topic, lane, keys.seq(p), &mut self.tally);
+        self.time(keys.ts_send(p));
+    }
+
+    /// Records the latency of a tick sent at `ts_send`.
+    fn time(&mut self, ts_send: Option<u64>) {
+        if let Some(ts) = ts_send {
+            let ns = self.now.saturating_sub(ts);
+            record(&mut self.lat_iv, ns);
+            if ts >= self.start && ts < self.end {
+                self.tally.measured += 1;
+                record(&mut self.lat, ns);
+            }
+        }
+    }
+
     fn on_data(&mut self, tracker: &mut Tracker, p: &[u8]) {
         let keys = &self.sh.keys;
         match keys.msg_type(p) {
             MsgType::Tick => {
                 self.tally.ticks += 1;
                 tracker.track(self.sh, p, &mut self.tally);
-                if let Some(ts) = keys.ts_send(p) {
-                    let ns = self.now.saturating_sub(ts);
-                    record(&mut self.lat_iv, ns);
-                    if ts >= self.start && ts < self.end {
-                        self.tally.measured += 1;
-                        record(&mut self.lat, ns);
-                    }
-                }
+                self.time(keys.ts_send(p));
             }
             MsgType::Error => {
                 self.tally.errors += 1;
@@ -288,22 +322,31 @@ impl Drop for Batch<'_> {
 }
 
 impl Tracker {
-    fn new(topics: Vec<u32>) -> Self {
+    pub fn new(topics: Vec<u32>, lanes: usize) -> Self {
         Tracker {
-            last_seq: vec![0; topics.len()],
+            last_seq: vec![0; topics.len() * lanes],
+            lanes,
             topics,
         }
     }
 
-    /// Checks that seqs per topic go up by one; a jump counts the skipped seqs.
+    /// Checks a tickwire tick: `seq` must rise by one per topic.
     fn track(&mut self, sh: &Shared, p: &[u8], tally: &mut Tally) {
         let topic = sh.keys.topic(p).and_then(|name| sh.topic_index(name));
+        let seq = sh.keys.seq(p);
+        self.check(topic, 0, seq, tally);
+    }
+
+    /// Checks that seqs of one topic and lane go up by one; a jump counts the
+    /// skipped seqs.
+    pub fn check(&mut self, topic: Option<u32>, lane: usize, seq: Option<u64>, tally: &mut Tally) {
         let Some(slot) = topic.and_then(|t| self.topics.binary_search(&t).ok()) else {
             tally.unexpected += 1;
             return;
         };
-        let Some(seq) = sh.keys.seq(p) else { return };
-        let last = self.last_seq[slot];
+        let (Some(seq), true) = (seq, lane < self.lanes) else { return };
+        let i = slot * self.lanes + lane;
+        let last = self.last_seq[i];
         if last != 0 {
             if seq > last + 1 {
                 tally.gaps += seq - last - 1;
@@ -312,7 +355,7 @@ impl Tracker {
                 return;
             }
         }
-        self.last_seq[slot] = seq;
+        self.last_seq[i] = seq;
     }
 }
 

@@ -52,7 +52,10 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             authority.to_string()
         } else {
             format!("{authority}:80")
@@ -147,7 +150,9 @@ impl WsConn {
         let leftover = read_upgrade_response(&mut stream, &mut frames.buf).await?;
         frames.start = leftover;
         frames.end = frames.buf.len();
-        frames.buf.resize(frames.buf.capacity().max(read_buffer_bytes), 0);
+        frames
+            .buf
+            .resize(frames.buf.capacity().max(read_buffer_bytes), 0);
         Ok(WsConn {
             stream,
             frames,
@@ -224,7 +229,11 @@ impl tokio::io::AsyncRead for Primed {
 }
 
 impl tokio::io::AsyncWrite for Primed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
@@ -295,7 +304,10 @@ pub fn push_text_with(out: &mut Vec<u8>, mask: [u8; 4], write: impl FnOnce(&mut 
     let start = out.len();
     write(out);
     let len = out.len() - start;
-    assert!(len <= usize::from(u16::MAX), "payload built by push_text_with is under 64 KiB");
+    assert!(
+        len <= usize::from(u16::MAX),
+        "payload built by push_text_with is under 64 KiB"
+    );
     if len < 126 {
         // Short form: drop the two length bytes.
         out[len_at] = 0x80 | len as u8;
@@ -416,7 +428,9 @@ impl FrameReader {
             let opcode = avail[0] & 0x0F;
             let masked = avail[1] & 0x80 != 0;
             let (len, mut header) = match avail[1] & 0x7F {
-                126 if avail.len() >= 4 => (usize::from(u16::from_be_bytes([avail[2], avail[3]])), 4),
+                126 if avail.len() >= 4 => {
+                    (usize::from(u16::from_be_bytes([avail[2], avail[3]])), 4)
+                }
                 127 if avail.len() >= 10 => {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(&avail[2..10]);
@@ -433,7 +447,12 @@ impl FrameReader {
                 if avail.len() < header + 4 {
                     return Ok(None);
                 }
-                let m = [avail[header], avail[header + 1], avail[header + 2], avail[header + 3]];
+                let m = [
+                    avail[header],
+                    avail[header + 1],
+                    avail[header + 2],
+                    avail[header + 3],
+                ];
                 header += 4;
                 Some(m)
             } else {
@@ -485,7 +504,11 @@ impl FrameReader {
                 OP_PONG => return Ok(Some(Frame::Pong)),
                 OP_CLOSE => {
                     let p = &self.buf[from..to];
-                    let code = if p.len() >= 2 { u16::from_be_bytes([p[0], p[1]]) } else { 1005 };
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        1005
+                    };
                     return Ok(Some(Frame::Close(code)));
                 }
                 op => return Err(FrameError::BadOpcode(op)),
@@ -517,7 +540,11 @@ fn base64_16(bytes: &[u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(24);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

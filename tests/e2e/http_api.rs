@@ -1,0 +1,143 @@
+//! `POST /api/publish`, `GET /api/topics`, `/api/snapshot`, `/healthz`, `/metrics`.
+
+use serde_json::{Value, json};
+use tickwire_testkit::{KEY, TestServer, http};
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+async fn post(srv: &TestServer, key: Option<&str>, ctype: &str, body: &str) -> (u16, Value) {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("Content-Type", ctype)];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    let (s, b) = http(srv.addr, "POST", "/api/publish", &headers, body.as_bytes()).await;
+    (s, parse(&b))
+}
+
+#[tokio::test]
+async fn http_publish_json_and_ndjson() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    c.subscribe(json!({"op":"subscribe","topics":["h.>"]})).await;
+    let (s, v) = post(&srv, Some(KEY), "application/json", r#"{"op":"publish","topic":"h.a","data":{"p":1.50}}"#).await;
+    assert_eq!((s, v), (200, json!({"accepted":1,"seqs":[1]})));
+    let body = "{\"topic\":\"h.a\",\"data\":{\"p\":2}}\n\n{\"topic\":\"h.b\",\"data\":{\"p\":3}}\r\n{\"topic\":\"h.a\",\"data\":{\"p\":4}}\n";
+    let (s, v) = post(&srv, Some(KEY), "application/x-ndjson", body).await;
+    assert_eq!((s, v), (200, json!({"accepted":3,"seqs":[2,1,3]})));
+    let got: Vec<(String, u64)> = c
+        .barrier("b")
+        .await
+        .iter()
+        .map(|t| (t["topic"].as_str().unwrap().to_owned(), t["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, vec![("h.a".into(), 1), ("h.a".into(), 2), ("h.b".into(), 1), ("h.a".into(), 3)]);
+}
+
+#[tokio::test]
+async fn http_publish_refuses_bad_keys_and_bodies() {
+    let srv = TestServer::start().await;
+    let good = r#"{"topic":"a","data":{}}"#;
+    let (s, v) = post(&srv, None, "application/json", good).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")));
+    let (s, v) = post(&srv, Some("wrong"), "application/json", good).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")));
+    for (body, code) in [
+        ("nope", "bad_request"),
+        (r#"{"topic":"a"}"#, "bad_request"),
+        (r#"{"topic":"a","data":5}"#, "bad_request"),
+        (r#"{"op":"subscribe","topic":"a","data":{}}"#, "bad_request"),
+        (r#"{"topic":"a..b","data":{}}"#, "invalid_topic"),
+    ] {
+        let (s, v) = post(&srv, Some(KEY), "application/json", body).await;
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(v["error"], code, "{body}");
+        assert_eq!(v["line"], 1);
+    }
+    // One bad line publishes nothing of the request.
+    let body = "{\"topic\":\"n.a\",\"data\":{}}\n{\"topic\":\"n.b\",\"data\":[]}\n";
+    let (s, v) = post(&srv, Some(KEY), "application/x-ndjson", body).await;
+    assert_eq!((s, v["line"].as_u64()), (400, Some(2)));
+    let (_, topics) = http(srv.addr, "GET", "/api/topics", &[], b"").await;
+    assert_eq!(parse(&topics), json!({"topics":[]}));
+    let big = format!(r#"{{"topic":"a","data":{{"x":"{}"}}}}"#, "y".repeat(5000));
+    let (s, v) = post(&srv, Some(KEY), "application/json", &big).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("payload_too_large")));
+}
+
+#[tokio::test]
+async fn topics_snapshot_health_and_metrics() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    c.subscribe(json!({"op":"subscribe","topics":["s.*"]})).await;
+    tickwire_testkit::publish_http(srv.addr, "s.one", json!({"price":10.1})).await;
+    // Raw text, so the trailing zero is there to keep.
+    let (s, _) = post(&srv, Some(KEY), "application/json", r#"{"topic":"s.one","data":{"price":10.20}}"#).await;
+    assert_eq!(s, 200);
+    tickwire_testkit::publish_http(srv.addr, "s.two", json!({"price":7})).await;
+    c.barrier("b").await;
+
+    let (s, b) = http(srv.addr, "GET", "/api/topics", &[], b"").await;
+    assert_eq!(s, 200);
+    let v = parse(&b);
+    let rows = v["topics"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["topic"], "s.one");
+    assert_eq!(rows[0]["seq"], 2);
+    assert_eq!(rows[0]["subscribers"], 1);
+    assert_eq!(rows[0]["state"], "live");
+    assert!(rows[0]["last_ts"].as_u64().unwrap() > 0);
+    assert!(rows[0]["rate_hz"].is_number());
+
+    let (s, b) = http(srv.addr, "GET", "/api/snapshot?topics=s.one,s.none,s.two", &[], b"").await;
+    assert_eq!(s, 200);
+    assert!(b.contains(r#""data":{"price":10.20}"#), "byte for byte: {b}");
+    let v = parse(&b);
+    let snaps = v["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "topics with no value are left out");
+    assert_eq!(snaps[0]["topic"], "s.one");
+    assert_eq!(snaps[0]["seq"], 2);
+    assert_eq!(snaps[1]["data"], json!({"price":7}));
+    let (s, b) = http(srv.addr, "GET", "/api/snapshot?topics=bad..t", &[], b"").await;
+    assert_eq!((s, parse(&b)["error"].as_str()), (400, Some("invalid_topic")));
+
+    let (s, _) = http(srv.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(s, 200);
+    let m = srv.metrics().await;
+    for name in [
+        "tickwire_connections 1",
+        "tickwire_ticks_in_total 3",
+        "tickwire_subscriptions 1",
+        "tickwire_http_published_total 3",
+    ] {
+        assert!(m.lines().any(|l| l == name), "{name} in\n{m}");
+    }
+    assert!(m.contains("tickwire_frames_out_total"));
+    assert!(m.contains("tickwire_bytes_out_total"));
+    let (s, b) = http(srv.addr, "GET", "/nope", &[], b"").await;
+    assert_eq!((s, parse(&b)["error"].as_str()), (404, Some("not_found")));
+    let (s, _) = http(srv.addr, "DELETE", "/api/topics", &[], b"").await;
+    assert_eq!(s, 405);
+}
+
+#[tokio::test]
+async fn errors_are_counted_by_code() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    c.send_text("nope").await;
+    c.expect_type("error").await;
+    assert_eq!(srv.metric("tickwire_errors_total{code=\"bad_request\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn the_dashboard_and_client_library_are_served() {
+    let srv = TestServer::start().await;
+    let (s, b) = http(srv.addr, "GET", "/", &[], b"").await;
+    assert_eq!(s, 200);
+    assert!(b.contains("<html") || b.contains("<!DOCTYPE") || b.contains("<!doctype"));
+    let (s, b) = http(srv.addr, "GET", "/tickwire.js", &[], b"").await;
+    assert_eq!(s, 200);
+    assert!(b.contains("export"));
+}

@@ -1,0 +1,7 @@
+//! System tests: a module per behaviour. See `tickwire-testkit` for the harness.
+
+mod errors;
+mod http_api;
+mod protocol;
+mod recovery;
+mod shutdown;
