@@ -1,5 +1,6 @@
 //! System tests: a module per behaviour. See `tickwire-testkit` for the harness.
 
+mod auth;
 mod errors;
 mod http_api;
 mod protocol;

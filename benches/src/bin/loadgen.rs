@@ -49,6 +49,8 @@
 //! ```
 
 // A crate root looks for modules beside itself; these live in `loadgen/`.
+#[path = "loadgen/nats.rs"]
+mod nats;
 #[path = "loadgen/publisher.rs"]
 mod publisher;
 #[path = "loadgen/scan.rs"]
@@ -183,6 +185,10 @@ struct Args {
     /// in-place parser) or `fws` (fastwebsockets), to compare their cost.
     #[arg(long, value_enum, default_value_t = Client::Raw)]
     client: Client,
+    /// Speak the NATS text protocol over WebSocket instead (to compare with
+    /// nats-server's websocket port, e.g. `--url ws://127.0.0.1:8081`).
+    #[arg(long)]
+    nats: bool,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -200,6 +206,10 @@ pub struct Opts {
     pub pad: Option<String>,
     /// Healthy subscribers use fastwebsockets instead of the in-place parser.
     pub fws: bool,
+    /// Speak NATS instead of tickwire's protocol.
+    pub nats: bool,
+    /// Publisher connections (NATS subscribers track seqs per publisher).
+    pub publishers: usize,
 }
 
 impl Opts {
@@ -387,6 +397,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
             pad,
             fws: args.client == Client::Fws,
+            nats: args.nats,
+            publishers,
         },
         keys: Keys::new(),
         stats: Stats::new(args.topics),
@@ -472,7 +484,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let sh2 = sh.clone();
         pub_tasks.push(tokio::task::spawn_local(async move {
-            if let Err(e) = publisher::run(sh2.clone(), spec).await {
+            let res = if sh2.opts.nats {
+                nats::publish(&sh2, spec).await
+            } else {
+                publisher::run(sh2.clone(), spec).await
+            };
+            if let Err(e) = res {
                 sh2.stats.pubs_failed.add(1);
                 sh2.stats.note_error(|| format!("{e:#}"));
             }

@@ -331,6 +331,24 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// The JWT secret of servers started with auth on.
+pub const JWT_SECRET: &str = "test-secret-of-at-least-16-bytes";
+
+/// An HS256 token signed with [`JWT_SECRET`].
+pub fn jwt(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("encode JWT")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> u64 {
+    tickwire_proto::now_ms() / 1000
+}
+
 /// Publishes over HTTP with [`KEY`]; returns the seq.
 pub async fn publish_http(addr: SocketAddr, topic: &str, data: Value) -> u64 {
     let body = serde_json::json!({ "topic": topic, "data": data }).to_string();

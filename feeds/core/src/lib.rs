@@ -24,6 +24,7 @@
 //! * `config`: [`FeedConfig`] and one config struct per kind, validation
 //! * `timestamp`: RFC 3339 venue times to ms
 //! * `ws`: the shared connect / subscribe / read / reconnect loop
+//! * `venue_json`: field readers for venue messages parsed with simd-json
 //! * `testing`: a collecting sink and a mock WebSocket venue, for tests
 
 mod backoff;
@@ -35,6 +36,7 @@ pub mod testing;
 mod tick;
 mod timestamp;
 mod topic_map;
+pub mod venue_json;
 pub mod ws;
 
 use std::future::Future;

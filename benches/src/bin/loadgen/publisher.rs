@@ -13,11 +13,11 @@ use crate::scan::{MsgType, push_u64};
 use crate::wire::{Frame, OP_PONG, SocketOpts, WsConn, push_text_with};
 
 /// Most publishes written with one `write` call.
-const MAX_BATCH: u64 = 1024;
+pub const MAX_BATCH: u64 = 1024;
 /// In rate mode, the most sending time a late publisher catches up on.
-const MAX_CATCH_UP: Duration = Duration::from_millis(10);
+pub const MAX_CATCH_UP: Duration = Duration::from_millis(10);
 /// In rate mode, how often the publisher wakes to send what is due.
-const RATE_TICK: Duration = Duration::from_millis(1);
+pub const RATE_TICK: Duration = Duration::from_millis(1);
 
 pub struct Spec {
     pub index: usize,

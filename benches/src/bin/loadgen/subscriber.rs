@@ -53,15 +53,22 @@ pub struct Tally {
 
 /// Runs one subscriber to the end of the run. Failures are counted, not returned.
 pub async fn run(sh: Rc<Shared>, spec: Spec) {
-    let conn = {
-        let _permit = sh
-            .connect_gate
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
-        match tokio::time::timeout(sh.opts.connect_timeout, setup(&sh, &spec)).await {
+    let (conn, carry) = {
+        let _permit = sh.connect_gate.acquire().await.expect("semaphore is never closed");
+        let opts = SocketOpts {
+            recv_buffer_bytes: (spec.kind == Kind::Slow).then_some(sh.opts.slow_rcvbuf_bytes),
+            bind: sh.opts.source_addr(spec.index),
+        };
+        let setup = async {
+            if sh.opts.nats {
+                crate::nats::setup_sub(&sh, &spec, opts).await
+            } else {
+                setup(&sh, &spec, opts).await.map(|c| (c, Vec::new()))
+            }
+        };
+        match tokio::time::timeout(sh.opts.connect_timeout, setup).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return fail(&sh, &spec, &e.to_string()),
+            Ok(Err(e)) => return fail(&sh, &spec, &format!("{e:#}")),
             Err(_) => return fail(&sh, &spec, "timed out connecting and subscribing"),
         }
     };
@@ -74,7 +81,9 @@ pub async fn run(sh: Rc<Shared>, spec: Spec) {
                 }
             }
             sh.stats.subs_ok.add(1);
-            if sh.opts.fws {
+            if sh.opts.nats {
+                crate::nats::receive(&sh, conn, carry, spec.topics, sh.opts.publishers.max(1)).await;
+            } else if sh.opts.fws {
                 receive_fws(&sh, conn, spec.topics).await;
             } else {
                 receive(&sh, conn, spec.topics).await;
@@ -82,7 +91,11 @@ pub async fn run(sh: Rc<Shared>, spec: Spec) {
         }
         Kind::Slow => {
             sh.stats.slow_ok.add(1);
-            hold_then_drain(&sh, conn).await;
+            if sh.opts.nats {
+                crate::nats::hold_then_drain(&sh, conn, carry).await;
+            } else {
+                hold_then_drain(&sh, conn).await;
+            }
         }
     }
 }
@@ -96,11 +109,7 @@ pub fn fail(sh: &Shared, spec: &Spec, why: &str) {
         .note_error(|| format!("subscriber {}: {why}", spec.index));
 }
 
-async fn setup(sh: &Shared, spec: &Spec) -> anyhow::Result<WsConn> {
-    let opts = SocketOpts {
-        recv_buffer_bytes: (spec.kind == Kind::Slow).then_some(sh.opts.slow_rcvbuf_bytes),
-        bind: sh.opts.source_addr(spec.index),
-    };
+async fn setup(sh: &Shared, spec: &Spec, opts: SocketOpts) -> anyhow::Result<WsConn> {
     let bearer = sh.opts.sub_key.as_deref();
     let mut conn = WsConn::connect(
         &sh.target,
