@@ -154,7 +154,8 @@ impl BinanceVenue {
     }
 
     fn symbol(&mut self, ev: &BorrowedValue<'_>) -> Result<Option<&mut Symbol>, Malformed> {
-        let s = str_field(ev, "s", "`s` must be a string")?.ok_or(Malformed("event without a symbol `s`"))?;
+        let s = str_field(ev, "s", "`s` must be a string")?
+            .ok_or(Malformed("event without a symbol `s`"))?;
         // Binance sends upper case; the lookup tolerates either.
         let idx = match self.index.get(s) {
             Some(&i) => Some(i),
@@ -213,7 +214,12 @@ impl BinanceVenue {
         Ok(())
     }
 
-    fn on_ticker(&mut self, ev: &BorrowedValue<'_>, out: &mut Publisher, full: bool) -> Result<(), Malformed> {
+    fn on_ticker(
+        &mut self,
+        ev: &BorrowedValue<'_>,
+        out: &mut Publisher,
+        full: bool,
+    ) -> Result<(), Malformed> {
         let price = req_num(ev, "c", "ticker without a numeric last price `c`")?;
         let volume = num(ev, "v", "ticker volume `v` must be numeric")?;
         let time = uint(ev, "E", "event time `E` must be a whole number")?;
@@ -244,7 +250,11 @@ impl BinanceVenue {
         Ok(())
     }
 
-    fn on_book_ticker(&mut self, ev: &BorrowedValue<'_>, out: &mut Publisher) -> Result<(), Malformed> {
+    fn on_book_ticker(
+        &mut self,
+        ev: &BorrowedValue<'_>,
+        out: &mut Publisher,
+    ) -> Result<(), Malformed> {
         let bid = req_num(ev, "b", "bookTicker without a numeric bid `b`")?;
         let bid_size = num(ev, "B", "bookTicker bid size `B` must be numeric")?;
         let ask = req_num(ev, "a", "bookTicker without a numeric ask `a`")?;
@@ -316,8 +326,8 @@ impl WsVenue for BinanceVenue {
 mod tests {
     use std::sync::Arc;
 
-    use tickwire_feed::testing::CollectingSink;
     use tickwire_feed::FeedStats;
+    use tickwire_feed::testing::CollectingSink;
 
     use super::*;
 
@@ -358,7 +368,11 @@ mod tests {
         feed(&mut v, &mut out, r#"{"e":"trade","E":1764131520150,"s":"BTCUSDT","t":12345,"p":"64012.50000000","q":"0.01000000","T":1764131520149,"m":true,"M":true}"#).unwrap();
         feed(&mut v, &mut out, r#"{"stream":"btcusdt@miniTicker","data":{"e":"24hrMiniTicker","E":1764131521000,"s":"BTCUSDT","c":"64013.10000000","o":"63000.00000000","h":"64500.00000000","l":"62900.00000000","v":"15234.12300000","q":"975000000.00"}}"#).unwrap();
         feed(&mut v, &mut out, r#"{"e":"24hrTicker","E":1764131522000,"s":"ETHUSDT","p":"12.0","P":"0.35","w":"3390.1","x":"3388.0","c":"3400.25","Q":"0.5","b":"3400.20","B":"10.1","a":"3400.30","A":"7.2","o":"3388.25","h":"3410","l":"3370","v":"180000.5","q":"610000000","O":0,"C":86400000,"F":0,"L":18150,"n":18151}"#).unwrap();
-        let got: Vec<(String, String)> = sink.ticks().into_iter().map(|t| (t.topic.to_string(), t.data)).collect();
+        let got: Vec<(String, String)> = sink
+            .ticks()
+            .into_iter()
+            .map(|t| (t.topic.to_string(), t.data))
+            .collect();
         assert_eq!(
             got,
             [
@@ -374,10 +388,25 @@ mod tests {
     fn replies_and_errors_are_not_ticks() {
         let (mut v, mut out, sink, stats) = venue();
         feed(&mut v, &mut out, r#"{"result":null,"id":1}"#).unwrap();
-        feed(&mut v, &mut out, r#"{"error":{"code":2,"msg":"Invalid request: unknown stream"},"id":1}"#).unwrap();
-        feed(&mut v, &mut out, r#"{"code":1,"msg":"Too many requests","id":2}"#).unwrap();
+        feed(
+            &mut v,
+            &mut out,
+            r#"{"error":{"code":2,"msg":"Invalid request: unknown stream"},"id":1}"#,
+        )
+        .unwrap();
+        feed(
+            &mut v,
+            &mut out,
+            r#"{"code":1,"msg":"Too many requests","id":2}"#,
+        )
+        .unwrap();
         feed(&mut v, &mut out, r#"{"e":"kline","s":"BTCUSDT"}"#).unwrap();
-        feed(&mut v, &mut out, r#"{"e":"trade","s":"DOGEUSDT","t":1,"p":"0.1"}"#).unwrap();
+        feed(
+            &mut v,
+            &mut out,
+            r#"{"e":"trade","s":"DOGEUSDT","t":1,"p":"0.1"}"#,
+        )
+        .unwrap();
         assert!(sink.is_empty());
         assert_eq!(stats.snapshot().venue_errors, 2);
     }
@@ -405,7 +434,8 @@ mod tests {
     #[test]
     fn trade_id_jumps_are_gaps_and_old_ids_are_skipped() {
         let (mut v, mut out, sink, stats) = venue();
-        let trade = |t: u64| format!(r#"{{"e":"trade","E":1,"s":"BTCUSDT","t":{t},"p":"1.{t}","T":1}}"#);
+        let trade =
+            |t: u64| format!(r#"{{"e":"trade","E":1,"s":"BTCUSDT","t":{t},"p":"1.{t}","T":1}}"#);
         for t in [100, 101, 102, 105, 104, 106] {
             feed(&mut v, &mut out, &trade(t)).unwrap();
         }

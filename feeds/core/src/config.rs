@@ -327,16 +327,30 @@ impl Check<'_> {
         }
     }
 
-    fn ensure(&self, ok: bool, field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-        if ok { Ok(()) } else { Err(self.err(field, reason)) }
+    fn ensure(
+        &self,
+        ok: bool,
+        field: &'static str,
+        reason: impl Into<String>,
+    ) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(field, reason))
+        }
     }
 
     fn name(&self, name: &Option<String>) -> Result<(), ConfigError> {
         if let Some(n) = name {
             let ok = !n.is_empty()
                 && n.len() <= 64
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.'));
-            self.ensure(ok, "name", "must be 1 to 64 characters of A-Z a-z 0-9 _ - : .")?;
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.'));
+            self.ensure(
+                ok,
+                "name",
+                "must be 1 to 64 characters of A-Z a-z 0-9 _ - : .",
+            )?;
         }
         Ok(())
     }
@@ -375,7 +389,11 @@ impl Check<'_> {
             "reconnect_max_ms",
             format!("must be at least reconnect_base_ms ({base_ms})"),
         )?;
-        self.ensure(max_ms <= 3_600_000, "reconnect_max_ms", "must be at most 3600000 (1 h)")
+        self.ensure(
+            max_ms <= 3_600_000,
+            "reconnect_max_ms",
+            "must be at most 3600000 (1 h)",
+        )
     }
 
     fn positive_ms(&self, v: u64, field: &'static str) -> Result<(), ConfigError> {
@@ -393,7 +411,11 @@ impl Check<'_> {
         fold_case: bool,
         allowed: fn(u8) -> bool,
     ) -> Result<(), ConfigError> {
-        self.ensure(!symbols.is_empty(), "symbols", "must list at least one symbol")?;
+        self.ensure(
+            !symbols.is_empty(),
+            "symbols",
+            "must list at least one symbol",
+        )?;
         let map = TopicMap::new(prefix, topics).map_err(|e| self.err("topics", e.to_string()))?;
         let mut seen = HashSet::new();
         for s in symbols {
@@ -402,14 +424,26 @@ impl Check<'_> {
                 "symbols",
                 format!("'{s}' is not a symbol of this venue"),
             )?;
-            let key = if fold_case { s.to_ascii_uppercase() } else { s.clone() };
-            self.ensure(seen.insert(key), "symbols", format!("'{s}' is listed twice"))?;
+            let key = if fold_case {
+                s.to_ascii_uppercase()
+            } else {
+                s.clone()
+            };
+            self.ensure(
+                seen.insert(key),
+                "symbols",
+                format!("'{s}' is listed twice"),
+            )?;
             map.topic(s)
                 .map_err(|e| self.err("symbols", format!("'{s}' gives no valid topic: {e}")))?;
         }
         for sym in topics.keys() {
             let listed = symbols.iter().any(|s| {
-                if fold_case { s.eq_ignore_ascii_case(sym) } else { s == sym }
+                if fold_case {
+                    s.eq_ignore_ascii_case(sym)
+                } else {
+                    s == sym
+                }
             });
             self.ensure(listed, "topics", format!("'{sym}' is not in `symbols`"))?;
         }
@@ -490,22 +524,28 @@ impl ReplayConfig {
     fn check(&self, c: &Check<'_>) -> Result<(), ConfigError> {
         c.name(&self.name)?;
         c.prefix(&self.topic_prefix)?;
-        c.ensure(!self.path.as_os_str().is_empty(), "path", "must not be empty")?;
+        c.ensure(
+            !self.path.as_os_str().is_empty(),
+            "path",
+            "must not be empty",
+        )?;
         c.ensure(
             self.speed.is_finite() && self.speed >= 0.0 && self.speed <= 1e6,
             "speed",
-            format!("{} is not in [0, 1000000] (0: as fast as possible)", self.speed),
+            format!(
+                "{} is not in [0, 1000000] (0: as fast as possible)",
+                self.speed
+            ),
         )
     }
 
     /// The configured format, else the one the file extension says.
     pub fn effective_format(&self) -> RecordingFormat {
-        self.format.unwrap_or_else(|| {
-            match self.path.extension().and_then(|e| e.to_str()) {
+        self.format
+            .unwrap_or_else(|| match self.path.extension().and_then(|e| e.to_str()) {
                 Some(e) if e.eq_ignore_ascii_case("csv") => RecordingFormat::Csv,
                 _ => RecordingFormat::Ndjson,
-            }
-        })
+            })
     }
 }
 
@@ -521,16 +561,20 @@ impl BinanceConfig {
         c.name(&self.name)?;
         c.url(&self.url)?;
         c.prefix(&self.topic_prefix)?;
-        c.symbols(
-            &self.symbols,
-            &self.topic_prefix,
-            &self.topics,
-            true,
-            |b| b.is_ascii_alphanumeric(),
+        c.symbols(&self.symbols, &self.topic_prefix, &self.topics, true, |b| {
+            b.is_ascii_alphanumeric()
+        })?;
+        c.ensure(
+            !self.streams.is_empty(),
+            "streams",
+            "must list at least one stream",
         )?;
-        c.ensure(!self.streams.is_empty(), "streams", "must list at least one stream")?;
         let distinct: HashSet<_> = self.streams.iter().collect();
-        c.ensure(distinct.len() == self.streams.len(), "streams", "lists a stream twice")?;
+        c.ensure(
+            distinct.len() == self.streams.len(),
+            "streams",
+            "lists a stream twice",
+        )?;
         let n = self.symbols.len() * self.streams.len();
         c.ensure(
             n <= BINANCE_MAX_STREAMS,
@@ -641,17 +685,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(feeds.len(), 4);
-        let FeedConfig::Synthetic(s) = &feeds[0] else { panic!() };
+        let FeedConfig::Synthetic(s) = &feeds[0] else {
+            panic!()
+        };
         assert_eq!(s.rate_hz, 2.5);
         assert_eq!(s.topic_prefix, "");
-        let FeedConfig::Replay(r) = &feeds[1] else { panic!() };
+        let FeedConfig::Replay(r) = &feeds[1] else {
+            panic!()
+        };
         assert_eq!((r.speed, r.looping), (10.0, true));
         assert_eq!(r.effective_format(), RecordingFormat::Ndjson);
-        let FeedConfig::Binance(b) = &feeds[2] else { panic!() };
+        let FeedConfig::Binance(b) = &feeds[2] else {
+            panic!()
+        };
         assert_eq!(b.streams.len(), 4);
         assert_eq!(b.topic_prefix, "binance");
         assert_eq!(b.session_max_ms, 85_800_000);
-        let FeedConfig::Coinbase(c) = &feeds[3] else { panic!() };
+        let FeedConfig::Coinbase(c) = &feeds[3] else {
+            panic!()
+        };
         assert_eq!(c.symbols, ["BTC-USD"]);
         assert_eq!(c.backoff(), BackoffConfig::from_ms(10, 50));
         assert_eq!(feeds[3].name(), "cb");
@@ -665,12 +717,15 @@ mod tests {
         assert!(e.contains("symbls"), "{e}");
         let e = parse("[[feeds]]\nkind = \"binance\"\n").unwrap_err();
         assert!(e.contains("symbols"), "{e}");
-        let e = parse("[[feeds]]\nkind = \"replay\"\npath = \"x\"\nspeed = \"fast\"\n").unwrap_err();
+        let e =
+            parse("[[feeds]]\nkind = \"replay\"\npath = \"x\"\nspeed = \"fast\"\n").unwrap_err();
         assert!(e.contains("speed") || e.contains("invalid type"), "{e}");
         let e = parse("[[feeds]]\nkind = \"kraken\"\n").unwrap_err();
         assert!(e.contains("kraken"), "{e}");
-        let e = parse("[[feeds]]\nkind = \"binance\"\nsymbols = [\"BTCUSDT\"]\nstreams = [\"depth\"]\n")
-            .unwrap_err();
+        let e = parse(
+            "[[feeds]]\nkind = \"binance\"\nsymbols = [\"BTCUSDT\"]\nstreams = [\"depth\"]\n",
+        )
+        .unwrap_err();
         assert!(e.contains("depth"), "{e}");
     }
 
@@ -680,11 +735,26 @@ mod tests {
             let feeds = parse(toml_text).unwrap();
             validate_feeds(&feeds).unwrap_err().field
         };
-        assert_eq!(field("[[feeds]]\nkind = \"binance\"\nsymbols = []\n"), "symbols");
-        assert_eq!(field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"BTC/USDT\"]\n"), "symbols");
-        assert_eq!(field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"btcusdt\", \"BTCUSDT\"]\n"), "symbols");
-        assert_eq!(field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"A\"]\nurl = \"http://x\"\n"), "url");
-        assert_eq!(field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"A\"]\nstreams = []\n"), "streams");
+        assert_eq!(
+            field("[[feeds]]\nkind = \"binance\"\nsymbols = []\n"),
+            "symbols"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"BTC/USDT\"]\n"),
+            "symbols"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"btcusdt\", \"BTCUSDT\"]\n"),
+            "symbols"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"A\"]\nurl = \"http://x\"\n"),
+            "url"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"A\"]\nstreams = []\n"),
+            "streams"
+        );
         assert_eq!(
             field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"A\"]\nsession_max_ms = 90000000\n"),
             "session_max_ms"
@@ -697,22 +767,52 @@ mod tests {
             field("[[feeds]]\nkind = \"binance\"\nsymbols = [\"A\"]\ntopics = { A = \"x..y\" }\n"),
             "topics"
         );
-        assert_eq!(field("[[feeds]]\nkind = \"coinbase\"\nsymbols = [\"BTC-USD\"]\ntopic_prefix = \"a b\"\n"), "topic_prefix");
         assert_eq!(
-            field("[[feeds]]\nkind = \"coinbase\"\nsymbols = [\"BTC-USD\"]\nreconnect_base_ms = 100\nreconnect_max_ms = 50\n"),
+            field(
+                "[[feeds]]\nkind = \"coinbase\"\nsymbols = [\"BTC-USD\"]\ntopic_prefix = \"a b\"\n"
+            ),
+            "topic_prefix"
+        );
+        assert_eq!(
+            field(
+                "[[feeds]]\nkind = \"coinbase\"\nsymbols = [\"BTC-USD\"]\nreconnect_base_ms = 100\nreconnect_max_ms = 50\n"
+            ),
             "reconnect_max_ms"
         );
-        assert_eq!(field("[[feeds]]\nkind = \"coinbase\"\nsymbols = [\"BTC-USD\"]\nidle_timeout_ms = 0\n"), "idle_timeout_ms");
-        assert_eq!(field("[[feeds]]\nkind = \"synthetic\"\nrate_hz = 0\n"), "rate_hz");
-        assert_eq!(field("[[feeds]]\nkind = \"synthetic\"\nrate_hz = nan\n"), "rate_hz");
-        assert_eq!(field("[[feeds]]\nkind = \"replay\"\npath = \"x\"\nspeed = -1\n"), "speed");
+        assert_eq!(
+            field("[[feeds]]\nkind = \"coinbase\"\nsymbols = [\"BTC-USD\"]\nidle_timeout_ms = 0\n"),
+            "idle_timeout_ms"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"synthetic\"\nrate_hz = 0\n"),
+            "rate_hz"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"synthetic\"\nrate_hz = nan\n"),
+            "rate_hz"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"replay\"\npath = \"x\"\nspeed = -1\n"),
+            "speed"
+        );
         assert_eq!(field("[[feeds]]\nkind = \"replay\"\npath = \"\"\n"), "path");
-        assert_eq!(field("[[feeds]]\nkind = \"synthetic\"\nname = \"a b\"\n"), "name");
-        assert_eq!(field("[[feeds]]\nkind = \"synthetic\"\n[[feeds]]\nkind = \"synthetic\"\n"), "name");
+        assert_eq!(
+            field("[[feeds]]\nkind = \"synthetic\"\nname = \"a b\"\n"),
+            "name"
+        );
+        assert_eq!(
+            field("[[feeds]]\nkind = \"synthetic\"\n[[feeds]]\nkind = \"synthetic\"\n"),
+            "name"
+        );
 
-        let e = validate_feeds(&parse("[[feeds]]\nkind = \"binance\"\nname = \"bn\"\nsymbols = []\n").unwrap())
-            .unwrap_err();
-        assert_eq!(e.to_string(), "feed 'bn': field `symbols`: must list at least one symbol");
+        let e = validate_feeds(
+            &parse("[[feeds]]\nkind = \"binance\"\nname = \"bn\"\nsymbols = []\n").unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "feed 'bn': field `symbols`: must list at least one symbol"
+        );
     }
 
     #[test]
@@ -738,10 +838,15 @@ mod tests {
         struct Out {
             feeds: Vec<FeedConfig>,
         }
-        let text = toml::to_string(&Out { feeds: feeds.clone() }).unwrap();
+        let text = toml::to_string(&Out {
+            feeds: feeds.clone(),
+        })
+        .unwrap();
         let back: Out = toml::from_str(&text).unwrap();
         assert_eq!(back.feeds, feeds);
-        let FeedConfig::Replay(r) = &feeds[1] else { panic!() };
+        let FeedConfig::Replay(r) = &feeds[1] else {
+            panic!()
+        };
         assert_eq!(r.effective_format(), RecordingFormat::Csv);
     }
 }

@@ -69,8 +69,16 @@ pub struct FeedContext {
 }
 
 impl FeedContext {
-    pub fn new(sink: Arc<dyn TickSink>, shutdown: CancellationToken, stats: Arc<FeedStats>) -> FeedContext {
-        FeedContext { sink, shutdown, stats }
+    pub fn new(
+        sink: Arc<dyn TickSink>,
+        shutdown: CancellationToken,
+        stats: Arc<FeedStats>,
+    ) -> FeedContext {
+        FeedContext {
+            sink,
+            shutdown,
+            stats,
+        }
     }
 }
 
@@ -117,3 +125,8 @@ where
         .instrument(span),
     )
 }
+
+/// `docs/feeds.md`, so that its Rust example compiles as a doctest.
+#[doc = include_str!("../../../docs/feeds.md")]
+#[cfg(doctest)]
+pub struct FeedsGuide;

@@ -56,7 +56,10 @@ mod tests {
         let eth = Topic::parse("crypto.ETH-USD").unwrap();
         assert_eq!(sink.publish(&btc, br#"{"price":1}"#), Ok(1));
         assert_eq!(sink.publish(&btc, br#"{"price":2}"#), Ok(2));
-        assert_eq!(Engine::publish(&engine, &eth, br#"{"price":3}"#).map(|p| p.seq), Ok(1));
+        assert_eq!(
+            Engine::publish(&engine, &eth, br#"{"price":3}"#).map(|p| p.seq),
+            Ok(1)
+        );
         let arc_arc: Arc<Arc<Engine>> = Arc::new(engine.clone());
         assert_eq!(TickSink::publish(&arc_arc, &eth, b"{}"), Ok(2));
         let snap = engine.snapshot(std::slice::from_ref(&btc));

@@ -48,6 +48,22 @@ pub struct FeedStatsSnapshot {
     pub last_tick_ms: u64,
 }
 
+impl FeedStatsSnapshot {
+    /// The monotonic counters by name, for a metrics exporter to loop over
+    /// (`tickwire_feed_<name>_total{feed="..."}`, say).
+    pub fn counters(&self) -> [(&'static str, u64); 7] {
+        [
+            ("ticks", self.ticks),
+            ("parse_errors", self.parse_errors),
+            ("publish_errors", self.publish_errors),
+            ("venue_errors", self.venue_errors),
+            ("reconnects", self.reconnects),
+            ("gaps", self.gaps),
+            ("out_of_order", self.out_of_order),
+        ]
+    }
+}
+
 impl FeedStats {
     pub fn new() -> FeedStats {
         FeedStats::default()

@@ -9,16 +9,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tickwire_proto::Topic;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tickwire_proto::Topic;
 
 use crate::sink::{SinkError, TickSink};
+
+/// The WebSocket message type [`MockConn`] speaks.
+pub use tokio_tungstenite::tungstenite::Message;
 
 /// One tick a [`CollectingSink`] took.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +119,11 @@ impl CollectingSink {
     ///
     /// # Errors
     /// The ticks so far, after `limit`.
-    pub async fn wait_for_count(&self, n: usize, limit: Duration) -> Result<Vec<Collected>, Vec<Collected>> {
+    pub async fn wait_for_count(
+        &self,
+        n: usize,
+        limit: Duration,
+    ) -> Result<Vec<Collected>, Vec<Collected>> {
         self.wait_until(limit, |t| t.len() >= n).await
     }
 }
@@ -159,7 +165,9 @@ impl MockVenue {
     /// # Panics
     /// When the port cannot be bound (a test failure).
     pub async fn start() -> MockVenue {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, conns) = mpsc::channel(16);
         let acceptor = tokio::spawn(async move {
@@ -172,7 +180,11 @@ impl MockVenue {
                 });
             }
         });
-        MockVenue { addr, conns, acceptor }
+        MockVenue {
+            addr,
+            conns,
+            acceptor,
+        }
     }
 
     /// `ws://127.0.0.1:PORT` + `path`.

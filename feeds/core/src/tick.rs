@@ -73,8 +73,7 @@ impl Num {
 
     pub fn from_u64(v: u64) -> Num {
         let mut w = StackWriter::default();
-        fmt::Write::write_fmt(&mut w, format_args!("{v}"))
-            .expect("a u64 has at most 20 digits");
+        fmt::Write::write_fmt(&mut w, format_args!("{v}")).expect("a u64 has at most 20 digits");
         Num::from_valid(w.as_bytes())
     }
 

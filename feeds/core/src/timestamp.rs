@@ -10,7 +10,10 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
         if !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        Some(part.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
+        Some(
+            part.iter()
+                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')),
+        )
     };
     let sep = |at: usize, chars: &[u8]| b.get(at).is_some_and(|c| chars.contains(c));
     if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
@@ -101,8 +104,14 @@ mod tests {
             parse_rfc3339_ms("2014-11-07T08:19:28.464459Z"),
             Some(1_415_348_368_464)
         );
-        assert_eq!(parse_rfc3339_ms("2025-11-26T04:32:00.1Z"), Some(1_764_131_520_100));
-        assert_eq!(parse_rfc3339_ms("2024-02-29T12:00:00Z"), Some(1_709_208_000_000));
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-26T04:32:00.1Z"),
+            Some(1_764_131_520_100)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T12:00:00Z"),
+            Some(1_709_208_000_000)
+        );
         assert_eq!(
             parse_rfc3339_ms("2024-02-29T14:00:00+02:00"),
             parse_rfc3339_ms("2024-02-29T12:00:00Z")

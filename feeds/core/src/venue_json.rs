@@ -39,7 +39,9 @@ pub fn num(v: &BorrowedValue<'_>, key: &str, bad: &'static str) -> Result<Option
             let text = n.to_string();
             Num::parse(&text).map(Some).map_err(|_| Malformed(bad))
         }
-        BorrowedValue::Static(StaticNode::F64(x)) => Num::from_f64(*x).map(Some).map_err(|_| Malformed(bad)),
+        BorrowedValue::Static(StaticNode::F64(x)) => {
+            Num::from_f64(*x).map(Some).map_err(|_| Malformed(bad))
+        }
         _ => Err(Malformed(bad)),
     }
 }
@@ -68,7 +70,11 @@ pub fn uint(v: &BorrowedValue<'_>, key: &str, bad: &'static str) -> Result<Optio
 ///
 /// # Errors
 /// `bad` when the field is not a string.
-pub fn str_field<'v>(v: &'v BorrowedValue<'_>, key: &str, bad: &'static str) -> Result<Option<&'v str>, Malformed> {
+pub fn str_field<'v>(
+    v: &'v BorrowedValue<'_>,
+    key: &str,
+    bad: &'static str,
+) -> Result<Option<&'v str>, Malformed> {
     match v.get(key) {
         None => Ok(None),
         Some(f) => f.as_str().map(Some).ok_or(Malformed(bad)),
@@ -104,8 +110,17 @@ mod tests {
 
     #[test]
     fn only_objects_are_messages() {
-        assert_eq!(parse_object(&mut b"[1]".to_vec()).unwrap_err(), Malformed("not a JSON object"));
-        assert_eq!(parse_object(&mut b"{\"a\":".to_vec()).unwrap_err(), Malformed("not JSON"));
-        assert_eq!(parse_object(&mut b"".to_vec()).unwrap_err(), Malformed("not JSON"));
+        assert_eq!(
+            parse_object(&mut b"[1]".to_vec()).unwrap_err(),
+            Malformed("not a JSON object")
+        );
+        assert_eq!(
+            parse_object(&mut b"{\"a\":".to_vec()).unwrap_err(),
+            Malformed("not JSON")
+        );
+        assert_eq!(
+            parse_object(&mut b"".to_vec()).unwrap_err(),
+            Malformed("not JSON")
+        );
     }
 }

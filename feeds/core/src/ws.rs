@@ -76,7 +76,9 @@ pub async fn run_ws<V: WsVenue>(mut venue: V, opts: WsOptions, ctx: FeedContext)
     let mut first = true;
     loop {
         if !first {
-            ctx.stats.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.stats
+                .reconnects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         first = false;
         let end = session(&mut venue, &opts, &ctx, &mut out, &mut backoff).await;
@@ -86,7 +88,11 @@ pub async fn run_ws<V: WsVenue>(mut venue: V, opts: WsOptions, ctx: FeedContext)
             End::Planned => {}
             End::Lost => {
                 let delay = backoff.next_delay();
-                debug!(delay_ms = delay.as_millis() as u64, attempt = backoff.attempt(), "reconnecting after a delay");
+                debug!(
+                    delay_ms = delay.as_millis() as u64,
+                    attempt = backoff.attempt(),
+                    "reconnecting after a delay"
+                );
                 tokio::select! { biased;
                     _ = ctx.shutdown.cancelled() => return,
                     _ = sleep(delay) => {}
@@ -165,7 +171,10 @@ async fn session<V: WsVenue>(
                 return End::Planned;
             }
             Event::Idle => {
-                warn!(idle_ms = opts.idle_timeout.as_millis() as u64, "venue went silent; reconnecting");
+                warn!(
+                    idle_ms = opts.idle_timeout.as_millis() as u64,
+                    "venue went silent; reconnecting"
+                );
                 close(&mut ws).await;
                 return End::Lost;
             }

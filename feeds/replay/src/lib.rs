@@ -65,7 +65,11 @@ pub fn load(cfg: &ReplayConfig) -> Result<Recording, StartError> {
 pub fn spawn(cfg: ReplayConfig, ctx: FeedContext) -> Result<JoinHandle<()>, StartError> {
     let rec = load(&cfg)?;
     let name = cfg.name.clone().unwrap_or_else(|| "replay".to_owned());
-    Ok(spawn_feed_task(&name, "replay", play(rec, cfg.speed, cfg.looping, ctx)))
+    Ok(spawn_feed_task(
+        &name,
+        "replay",
+        play(rec, cfg.speed, cfg.looping, ctx),
+    ))
 }
 
 /// Plays the recording until its end (or forever with `loop`), or until
@@ -87,7 +91,11 @@ pub async fn play(rec: Recording, speed: f64, looping: bool, ctx: FeedContext) {
     ctx.stats.set_connected(true);
     let records = rec.records();
     let n = records.len().max(1) as u64;
-    let seam_ms = if n > 1 { rec.duration_ms() / (n - 1) } else { 1000 };
+    let seam_ms = if n > 1 {
+        rec.duration_ms() / (n - 1)
+    } else {
+        1000
+    };
     let scaled = |ms: u64| Duration::from_secs_f64(ms as f64 / 1000.0 / speed);
     let mut start = Instant::now();
     let mut passes = 0u64;

@@ -125,7 +125,10 @@ impl Recording {
             if line.is_empty() {
                 continue;
             }
-            let bad = |reason: String| BadLine { line: i + 1, reason };
+            let bad = |reason: String| BadLine {
+                line: i + 1,
+                reason,
+            };
             let (ts, topic, data) = ndjson_record(line).map_err(bad)?;
             let topic = topics.get(&topic).map_err(bad)?;
             records.push(Record {
@@ -148,7 +151,10 @@ impl Recording {
         };
         let mut clock = Clock::default();
         let mut records = Vec::new();
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let Some((hline, header)) = lines.next() else {
             return Ok(Recording::default());
         };
@@ -161,7 +167,10 @@ impl Recording {
             });
         };
         for (i, line) in lines {
-            let bad = |reason: String| BadLine { line: i + 1, reason };
+            let bad = |reason: String| BadLine {
+                line: i + 1,
+                reason,
+            };
             let cells = split_csv(line);
             if cells.len() != columns.len() {
                 return Err(bad(format!(
@@ -223,12 +232,14 @@ fn parse_ts(text: &str) -> Result<u64, String> {
 
 /// `ts`, topic and the tick's JSON from one NDJSON line.
 fn ndjson_record(line: &str) -> Result<(u64, String, String), String> {
-    let Members(members) = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    let Members(members) =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
     let get = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
     let ts = get("ts").ok_or("missing `ts`")?;
     let ts = parse_ts(ts.get())?;
     let topic = get("topic").ok_or("missing `topic`")?;
-    let topic: String = serde_json::from_str(topic.get()).map_err(|_| "`topic` must be a string".to_owned())?;
+    let topic: String =
+        serde_json::from_str(topic.get()).map_err(|_| "`topic` must be a string".to_owned())?;
     if let Some(data) = get("data") {
         if !data.get().starts_with('{') {
             return Err("`data` must be a JSON object".to_owned());
@@ -282,7 +293,13 @@ mod tests {
     fn datas(r: &Recording) -> Vec<(&str, u64, &str)> {
         r.records()
             .iter()
-            .map(|r| (r.topic.as_str(), r.at_ms, std::str::from_utf8(&r.data).unwrap()))
+            .map(|r| {
+                (
+                    r.topic.as_str(),
+                    r.at_ms,
+                    std::str::from_utf8(&r.data).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -297,7 +314,11 @@ mod tests {
         assert_eq!(
             datas(&r),
             [
-                ("crypto.BTC-USD", 0, r#"{"price":64012.50,"bid":64012.00,"note":"x"}"#),
+                (
+                    "crypto.BTC-USD",
+                    0,
+                    r#"{"price":64012.50,"bid":64012.00,"note":"x"}"#
+                ),
                 ("fx.EUR-USD", 250, r#"{"bid":1.08001,"ask":1.08003}"#),
             ]
         );
@@ -341,7 +362,10 @@ mod tests {
             (r#"{"ts":1,"topic":7,"p":1}"#, "`topic` must be a string"),
             (r#"{"ts":1,"topic":"a..b","p":1}"#, "bad topic"),
             (r#"{"ts":1,"topic":"a.*","p":1}"#, "bad topic"),
-            (r#"{"ts":1,"topic":"a","data":[1]}"#, "`data` must be a JSON object"),
+            (
+                r#"{"ts":1,"topic":"a","data":[1]}"#,
+                "`data` must be a JSON object",
+            ),
             (r#"{"ts":1,"topic":"a"}"#, "no tick fields"),
         ];
         for (line, want) in cases {

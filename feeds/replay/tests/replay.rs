@@ -11,11 +11,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name)
 }
 
 fn ctx(sink: &Arc<CollectingSink>) -> FeedContext {
-    FeedContext::new(sink.clone(), CancellationToken::new(), Arc::new(FeedStats::new()))
+    FeedContext::new(
+        sink.clone(),
+        CancellationToken::new(),
+        Arc::new(FeedStats::new()),
+    )
 }
 
 /// A recording of `n + 1` records, one every `step_ms`, over two topics.
@@ -28,7 +34,10 @@ fn evenly_spaced(n: u64, step_ms: u64) -> tempfile::NamedTempFile {
             1_000_000 + i * step_ms
         ));
     }
-    let f = tempfile::Builder::new().suffix(".ndjson").tempfile().unwrap();
+    let f = tempfile::Builder::new()
+        .suffix(".ndjson")
+        .tempfile()
+        .unwrap();
     std::fs::write(f.path(), text).unwrap();
     f
 }
@@ -37,11 +46,18 @@ fn evenly_spaced(n: u64, step_ms: u64) -> tempfile::NamedTempFile {
 fn the_sample_recordings_load() {
     let rec = load(&ReplayConfig::new(sample("sample.ndjson"))).unwrap();
     assert!((200..600).contains(&rec.len()), "{} records", rec.len());
-    assert!((25_000..=30_000).contains(&rec.duration_ms()), "{} ms", rec.duration_ms());
+    assert!(
+        (25_000..=30_000).contains(&rec.duration_ms()),
+        "{} ms",
+        rec.duration_ms()
+    );
     let mut topics: Vec<&str> = rec.records().iter().map(|r| r.topic.as_str()).collect();
     topics.sort();
     topics.dedup();
-    assert_eq!(topics, ["crypto.BTC-USD", "crypto.ETH-USD", "eq.AAPL", "fx.EUR-USD"]);
+    assert_eq!(
+        topics,
+        ["crypto.BTC-USD", "crypto.ETH-USD", "eq.AAPL", "fx.EUR-USD"]
+    );
 
     let csv = load(&ReplayConfig::new(sample("sample.csv"))).unwrap();
     assert!(csv.len() > 50);
@@ -75,7 +91,11 @@ async fn replay_reproduces_the_ticks_in_order() {
     let first = std::fs::read_to_string(sample("sample.ndjson")).unwrap();
     let line = first.lines().next().unwrap();
     // The flat line minus `ts` and `topic` is the tick, digits and all.
-    assert!(line.ends_with(&got[0].data[1..]), "{line} vs {}", got[0].data);
+    assert!(
+        line.ends_with(&got[0].data[1..]),
+        "{line} vs {}",
+        got[0].data
+    );
     assert_eq!(stats.snapshot().ticks, rec.len() as u64);
     assert!(!stats.snapshot().connected);
 }
@@ -138,7 +158,11 @@ async fn a_loop_starts_over_at_the_same_pace() {
     shutdown.cancel();
     task.await.unwrap();
     for (i, t) in ticks.iter().take(25).enumerate() {
-        assert!(t.data.contains(&format!("\"price\":{}.50", i % 10)), "{i}: {}", t.data);
+        assert!(
+            t.data.contains(&format!("\"price\":{}.50", i % 10)),
+            "{i}: {}",
+            t.data
+        );
     }
 }
 
@@ -149,7 +173,9 @@ async fn shutdown_stops_a_replay_midway() {
     let ctx = ctx(&sink);
     let shutdown = ctx.shutdown.clone();
     let task = tickwire_feed_replay::spawn(ReplayConfig::new(file.path()), ctx).unwrap();
-    sink.wait_for_count(3, Duration::from_secs(10)).await.unwrap();
+    sink.wait_for_count(3, Duration::from_secs(10))
+        .await
+        .unwrap();
     shutdown.cancel();
     tokio::time::timeout(Duration::from_millis(10), task)
         .await
@@ -167,7 +193,11 @@ async fn a_prefix_goes_before_every_recorded_topic() {
         ..ReplayConfig::new(sample("sample.csv"))
     };
     tickwire_feed_replay::run(cfg, ctx(&sink)).await.unwrap();
-    assert!(sink.ticks().iter().all(|t| t.topic.as_str().starts_with("replay.")));
+    assert!(
+        sink.ticks()
+            .iter()
+            .all(|t| t.topic.as_str().starts_with("replay."))
+    );
     assert!(!sink.on("replay.crypto.BTC-USD").is_empty());
 }
 
@@ -177,8 +207,15 @@ fn bad_recordings_are_refused_with_their_line() {
         Err(StartError::Recording { line: 0, .. }) => {}
         other => panic!("{other:?}"),
     }
-    let f = tempfile::Builder::new().suffix(".ndjson").tempfile().unwrap();
-    std::fs::write(f.path(), "{\"ts\":1,\"topic\":\"a\",\"p\":1}\n{\"ts\":2,\"topic\":\"a\"\n").unwrap();
+    let f = tempfile::Builder::new()
+        .suffix(".ndjson")
+        .tempfile()
+        .unwrap();
+    std::fs::write(
+        f.path(),
+        "{\"ts\":1,\"topic\":\"a\",\"p\":1}\n{\"ts\":2,\"topic\":\"a\"\n",
+    )
+    .unwrap();
     let e = load(&ReplayConfig::new(f.path())).unwrap_err();
     assert!(matches!(e, StartError::Recording { line: 2, .. }), "{e}");
     assert!(e.to_string().contains(":2: not a JSON object"), "{e}");
@@ -189,7 +226,10 @@ fn bad_recordings_are_refused_with_their_line() {
         ..ReplayConfig::new(f.path())
     })
     .unwrap_err();
-    assert!(matches!(e, StartError::Config(ref c) if c.field == "speed"), "{e}");
+    assert!(
+        matches!(e, StartError::Config(ref c) if c.field == "speed"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -77,14 +77,18 @@ impl Market {
             cfg.symbols
                 .iter()
                 .map(|s| {
-                    UNIVERSE.iter().find(|i| i.topic == s).copied().ok_or_else(|| ConfigError {
-                        feed: feed.clone(),
-                        field: "symbols",
-                        reason: format!(
-                            "'{s}' is not in the synthetic universe ({})",
-                            UNIVERSE.map(|i| i.topic).join(", ")
-                        ),
-                    })
+                    UNIVERSE
+                        .iter()
+                        .find(|i| i.topic == s)
+                        .copied()
+                        .ok_or_else(|| ConfigError {
+                            feed: feed.clone(),
+                            field: "symbols",
+                            reason: format!(
+                                "'{s}' is not in the synthetic universe ({})",
+                                UNIVERSE.map(|i| i.topic).join(", ")
+                            ),
+                        })
                 })
                 .collect::<Result<_, _>>()?
         };
@@ -162,7 +166,10 @@ impl Market {
         }
         let total = *self.cum_weight.last().expect("a market has instruments");
         let x = self.rng.random_range(0.0..total);
-        let idx = self.cum_weight.partition_point(|&c| c <= x).min(self.states.len() - 1);
+        let idx = self
+            .cum_weight
+            .partition_point(|&c| c <= x)
+            .min(self.states.len() - 1);
         (Duration::from_secs_f64(elapsed), idx)
     }
 
@@ -191,7 +198,9 @@ impl Market {
         s.log_mid += s.sigma * normal(rng) - s.kappa * (s.log_mid - s.log_start);
         let pow = 10f64.powi(inst.decimals as i32);
         let mid = (s.log_mid.exp() * pow).round() as i64;
-        let spread = rng.random_range(inst.spread_ticks.0..=inst.spread_ticks.1).max(1);
+        let spread = rng
+            .random_range(inst.spread_ticks.0..=inst.spread_ticks.1)
+            .max(1);
         let bid = (mid - spread / 2).max(1);
         let ask = bid + spread;
         match inst.class {
@@ -269,7 +278,10 @@ mod tests {
         let topics: Vec<String> = m.topics().iter().map(|t| t.to_string()).collect();
         assert_eq!(topics.len(), 20);
         for class in ["crypto.", "fx.", "eq."] {
-            assert!(topics.iter().filter(|t| t.starts_with(class)).count() >= 6, "{class}");
+            assert!(
+                topics.iter().filter(|t| t.starts_with(class)).count() >= 6,
+                "{class}"
+            );
         }
         assert!(topics.contains(&"crypto.BTC-USD".to_owned()));
         assert!(topics.contains(&"fx.EUR-USD".to_owned()));
@@ -291,7 +303,10 @@ mod tests {
             }
             assert!(bid.to_f64() < ask.to_f64(), "{topic} {bid} {ask}");
             let p = price.to_f64();
-            assert!(p > inst.start * 0.7 && p < inst.start * 1.3, "{topic} wandered to {p}");
+            assert!(
+                p > inst.start * 0.7 && p < inst.start * 1.3,
+                "{topic} wandered to {p}"
+            );
             for n in [t.bid_size.unwrap(), t.ask_size.unwrap(), t.volume.unwrap()] {
                 assert_eq!(decimals_of(&n), inst.size_decimals as usize, "{topic} {n}");
                 assert!(n.to_f64() > 0.0);
@@ -301,11 +316,17 @@ mod tests {
             last_volume[idx] = v;
             assert_eq!(t.source_ts, Some(1));
         }
-        let btc = topics.iter().position(|t| t.as_str() == "crypto.BTC-USD").unwrap();
+        let btc = topics
+            .iter()
+            .position(|t| t.as_str() == "crypto.BTC-USD")
+            .unwrap();
         let (_, t) = m.tick(btc, 1);
         let p = t.price.unwrap().to_f64();
         assert!((50_000.0..80_000.0).contains(&p), "{p}");
-        let eur = topics.iter().position(|t| t.as_str() == "fx.EUR-USD").unwrap();
+        let eur = topics
+            .iter()
+            .position(|t| t.as_str() == "fx.EUR-USD")
+            .unwrap();
         let (_, t) = m.tick(eur, 1);
         assert!((1.0..1.2).contains(&t.price.unwrap().to_f64()));
     }
@@ -335,7 +356,11 @@ mod tests {
             counts[s] += 1;
         }
         let mean = counts.iter().map(|&c| c as f64).sum::<f64>() / counts.len() as f64;
-        let var = counts.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / counts.len() as f64;
+        let var = counts
+            .iter()
+            .map(|&c| (c as f64 - mean).powi(2))
+            .sum::<f64>()
+            / counts.len() as f64;
         assert!(var / mean > 3.0, "dispersion {} (mean {mean})", var / mean);
         let max = *counts.iter().max().unwrap() as f64;
         assert!(max > mean * 2.5, "no burst: max {max}, mean {mean}");

@@ -35,14 +35,25 @@ async fn publishes_every_symbol_at_about_the_configured_rate() {
     let ticks = sink.ticks();
     let expected = 20.0 * 4.0 * 60.0;
     let n = ticks.len() as f64;
-    assert!(n > expected * 0.5 && n < expected * 1.6, "{n} ticks, expected about {expected}");
+    assert!(
+        n > expected * 0.5 && n < expected * 1.6,
+        "{n} ticks, expected about {expected}"
+    );
     let topics: HashSet<&str> = ticks.iter().map(|t| t.topic.as_str()).collect();
     assert_eq!(topics.len(), 20);
     assert_eq!(stats.snapshot().ticks, ticks.len() as u64);
     assert!(!stats.snapshot().connected);
     for t in &ticks {
         let v: serde_json::Value = serde_json::from_str(&t.data).unwrap();
-        for field in ["price", "bid", "ask", "bid_size", "ask_size", "volume", "source_ts"] {
+        for field in [
+            "price",
+            "bid",
+            "ask",
+            "bid_size",
+            "ask_size",
+            "volume",
+            "source_ts",
+        ] {
             assert!(v[field].is_number(), "{field} in {}", t.data);
         }
         assert!(v["bid"].as_f64() < v["ask"].as_f64());

@@ -25,7 +25,8 @@ use crate::subscriber::{Batch, Spec, Tracker};
 use crate::wire::{Frame, OP_TEXT, SocketOpts, WsConn, push_frame};
 
 /// Sent once after INFO: no +OK per op, no headers.
-const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"loadgen\"}\r\n";
+const CONNECT: &[u8] =
+    b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"loadgen\"}\r\n";
 
 /// One protocol op, borrowed from the stream.
 #[derive(Debug)]
@@ -145,9 +146,20 @@ async fn wait_op(
 ///
 /// # Errors
 /// Connect or upgrade failures, `-ERR`, or the timeout.
-pub async fn setup_sub(sh: &Shared, spec: &Spec, opts: SocketOpts) -> anyhow::Result<(WsConn, Vec<u8>)> {
+pub async fn setup_sub(
+    sh: &Shared,
+    spec: &Spec,
+    opts: SocketOpts,
+) -> anyhow::Result<(WsConn, Vec<u8>)> {
     let bearer = sh.opts.sub_key.as_deref();
-    let mut conn = WsConn::connect(&sh.target, opts, bearer, sh.opts.read_buffer_bytes, spec.index as u64).await?;
+    let mut conn = WsConn::connect(
+        &sh.target,
+        opts,
+        bearer,
+        sh.opts.read_buffer_bytes,
+        spec.index as u64,
+    )
+    .await?;
     let mut stream = Stream::default();
     let t = sh.opts.connect_timeout;
     wait_op(&mut conn, &mut stream, t, |op| matches!(op, Op::Other)).await?;
@@ -166,13 +178,23 @@ pub async fn setup_sub(sh: &Shared, spec: &Spec, opts: SocketOpts) -> anyhow::Re
 }
 
 /// The healthy receive loop over NATS.
-pub async fn receive(sh: &Shared, mut conn: WsConn, carry: Vec<u8>, topics: Vec<u32>, lanes: usize) {
+pub async fn receive(
+    sh: &Shared,
+    mut conn: WsConn,
+    carry: Vec<u8>,
+    topics: Vec<u32>,
+    lanes: usize,
+) {
     let mut tracker = Tracker::new(topics, lanes);
     let mut stream = Stream { carry };
+    // Registered once: a fresh `cancelled()` per read would lock and relink
+    // the token's waiter list every time.
+    let stop = sh.stop.cancelled();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             biased;
-            () = sh.stop.cancelled() => {
+            () = &mut stop => {
                 conn.send_close(1000).await;
                 return;
             }
@@ -282,7 +304,10 @@ pub async fn publish(sh: &Shared, spec: PubSpec) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("nats publisher {}", spec.index))?;
     let mut stream = Stream::default();
-    wait_op(&mut conn, &mut stream, sh.opts.connect_timeout, |op| matches!(op, Op::Other)).await?;
+    wait_op(&mut conn, &mut stream, sh.opts.connect_timeout, |op| {
+        matches!(op, Op::Other)
+    })
+    .await?;
     send(&mut conn, CONNECT).await?;
     sh.stats.pubs_ready.add(1);
     sh.go.cancelled().await;
@@ -365,7 +390,10 @@ pub async fn publish(sh: &Shared, spec: PubSpec) -> anyhow::Result<()> {
             out.clear();
             let mask = conn.next_mask();
             push_frame(&mut out, OP_TEXT, &ops, mask);
-            conn.stream.write_all(&out).await.context("nats publisher write")?;
+            conn.stream
+                .write_all(&out)
+                .await
+                .context("nats publisher write")?;
             batches.push_back((next_id - n, n));
             inflight += n;
             sent += n;
@@ -408,7 +436,9 @@ pub async fn publish(sh: &Shared, spec: PubSpec) -> anyhow::Result<()> {
         }
         let mut per_topic = sh.stats.acked_per_topic.borrow_mut();
         for _ in 0..pongs {
-            let Some((first, count)) = batches.pop_front() else { break };
+            let Some((first, count)) = batches.pop_front() else {
+                break;
+            };
             inflight -= count;
             sh.stats.inflight.sub(count);
             sh.stats.acked.add(count);
@@ -421,8 +451,12 @@ pub async fn publish(sh: &Shared, spec: PubSpec) -> anyhow::Result<()> {
         }
     }
     if inflight > 0 {
-        sh.stats
-            .note_error(|| format!("nats publisher {}: {inflight} publishes never acknowledged", spec.index));
+        sh.stats.note_error(|| {
+            format!(
+                "nats publisher {}: {inflight} publishes never acknowledged",
+                spec.index
+            )
+        });
     }
     conn.send_close(1000).await;
     Ok(())
@@ -441,7 +475,9 @@ mod tests {
             for part in [&all[..cut], &all[cut..]] {
                 s.feed(part, |op| {
                     seen.push(match op {
-                        Op::Msg { sid, payload } => format!("msg {sid} {}", String::from_utf8_lossy(payload)),
+                        Op::Msg { sid, payload } => {
+                            format!("msg {sid} {}", String::from_utf8_lossy(payload))
+                        }
                         Op::Ping => "ping".into(),
                         Op::Pong => "pong".into(),
                         Op::Err(e) => String::from_utf8_lossy(e).into_owned(),
@@ -451,7 +487,13 @@ mod tests {
             }
             assert_eq!(
                 seen,
-                ["other", "msg 4 {\"seq\":1}xx", "ping", "msg 2 ab", "-ERR 'Slow Consumer'"],
+                [
+                    "other",
+                    "msg 4 {\"seq\":1}xx",
+                    "ping",
+                    "msg 2 ab",
+                    "-ERR 'Slow Consumer'"
+                ],
                 "cut at {cut}"
             );
             assert!(s.carry.is_empty());

@@ -54,7 +54,11 @@ pub struct Tally {
 /// Runs one subscriber to the end of the run. Failures are counted, not returned.
 pub async fn run(sh: Rc<Shared>, spec: Spec) {
     let (conn, carry) = {
-        let _permit = sh.connect_gate.acquire().await.expect("semaphore is never closed");
+        let _permit = sh
+            .connect_gate
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
         let opts = SocketOpts {
             recv_buffer_bytes: (spec.kind == Kind::Slow).then_some(sh.opts.slow_rcvbuf_bytes),
             bind: sh.opts.source_addr(spec.index),
@@ -82,7 +86,8 @@ pub async fn run(sh: Rc<Shared>, spec: Spec) {
             }
             sh.stats.subs_ok.add(1);
             if sh.opts.nats {
-                crate::nats::receive(&sh, conn, carry, spec.topics, sh.opts.publishers.max(1)).await;
+                crate::nats::receive(&sh, conn, carry, spec.topics, sh.opts.publishers.max(1))
+                    .await;
             } else if sh.opts.fws {
                 receive_fws(&sh, conn, spec.topics).await;
             } else {
@@ -149,10 +154,14 @@ async fn setup(sh: &Shared, spec: &Spec, opts: SocketOpts) -> anyhow::Result<WsC
 /// The healthy receive loop: one clock read per socket read, frames parsed in place.
 async fn receive(sh: &Shared, mut conn: WsConn, topics: Vec<u32>) {
     let mut tracker = Tracker::new(topics, 1);
+    // Registered once: a fresh `cancelled()` per read would lock and relink
+    // the token's waiter list every time.
+    let stop = sh.stop.cancelled();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             biased;
-            () = sh.stop.cancelled() => {
+            () = &mut stop => {
                 conn.send_close(1000).await;
                 return;
             }
@@ -202,12 +211,14 @@ async fn receive_fws(sh: &Shared, conn: WsConn, topics: Vec<u32>) {
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
     let mut tracker = Tracker::new(topics, 1);
+    let stop = sh.stop.cancelled();
+    tokio::pin!(stop);
     loop {
         // read_frame is not cancel safe, but a cancelled read only loses the
         // frame in progress, and the connection is being closed then anyway.
         let frame = tokio::select! {
             biased;
-            () = sh.stop.cancelled() => {
+            () = &mut stop => {
                 let _ = ws.write_frame(fastwebsockets::Frame::close(1000, b"")).await;
                 return;
             }
@@ -353,7 +364,9 @@ impl Tracker {
             tally.unexpected += 1;
             return;
         };
-        let (Some(seq), true) = (seq, lane < self.lanes) else { return };
+        let (Some(seq), true) = (seq, lane < self.lanes) else {
+            return;
+        };
         let i = slot * self.lanes + lane;
         let last = self.last_seq[i];
         if last != 0 {

@@ -395,15 +395,16 @@ impl FrameReader {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn fill<R: AsyncReadExt + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
+        // Move a partial frame to the front once free space runs low, so
+        // reads stay large; grow only if a partial frame fills everything.
+        if self.start > 0 && self.buf.len() - self.end < self.buf.len() / 4 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
         if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let len = self.buf.len() * 2;
-                self.buf.resize(len, 0);
-            }
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
         }
         let n = stream.read(&mut self.buf[self.end..]).await?;
         if n == 0 {
