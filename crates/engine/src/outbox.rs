@@ -231,7 +231,12 @@ impl Outbox {
                 self.conflate_queue(st);
             }
             match st.over_soft_since {
-                None => st.over_soft_since = Some(now),
+                None => {
+                    st.over_soft_since = Some(now);
+                    // The writer may be blocked in a write with no deadline for
+                    // this clock yet: wake it even if a wake-up is pending.
+                    st.woken = false;
+                }
                 Some(since) => {
                     if now.duration_since(since) > Duration::from_millis(self.cfg.slow_timeout_ms)
                     {
@@ -418,6 +423,11 @@ impl Outbox {
     /// The largest buffered amount seen.
     pub fn max_buffered(&self) -> usize {
         self.state.lock().max_buffered
+    }
+
+    /// Why the outbox gave up on its connection, if it did.
+    pub fn slow_reason(&self) -> Option<SlowReason> {
+        self.state.lock().slow
     }
 
     /// Whether the outbox is currently conflating.

@@ -46,6 +46,72 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
+fn reason_label(reason: SlowReason) -> &'static str {
+    match reason {
+        SlowReason::HardLimit => "hard_limit",
+        SlowReason::SoftTimeout => "soft_timeout",
+    }
+}
+
+/// Counts a slow-consumer close (its code is 4001 whether or not the Close
+/// frame can still reach the peer).
+fn slow_close(gw: &Gateway, reason: &'static str) {
+    gw.metrics
+        .slow_consumers
+        .get_or_create(&ReasonLabel { reason: reason.into() })
+        .inc();
+    tracing::info!(reason, "slow consumer");
+}
+
+enum Written {
+    Done,
+    Failed,
+    /// The outbox gave up while the write was blocked; the label says why.
+    Slow(&'static str),
+    Shutdown,
+}
+
+/// Writes `buf` within `limit`, while watching the outbox: a peer that stopped
+/// reading blocks the write, and the hard limit or the soft-limit clock must
+/// still close it then. Abandoning the write leaves a partial frame on the
+/// wire, so every outcome but `Done` ends with a reset, not a Close frame.
+async fn write_watching(
+    gw: &Gateway,
+    conn: &Conn,
+    w: &mut OwnedWriteHalf,
+    buf: &[u8],
+    limit: Duration,
+) -> Written {
+    let write = timeout(limit, w.write_all(buf));
+    tokio::pin!(write);
+    loop {
+        let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
+        tokio::select! {
+            biased;
+            r = &mut write => {
+                return match r {
+                    Ok(Ok(())) => Written::Done,
+                    Ok(Err(_)) => Written::Failed,
+                    Err(_) => {
+                        tracing::info!(elapsed_ms = limit.as_millis() as u64, "write timeout");
+                        gw.metrics.close(4001);
+                        Written::Slow("write_timeout")
+                    }
+                };
+            }
+            _ = gw.shutdown.cancelled() => return Written::Shutdown,
+            _ = conn.outbox.notified() => {}
+            _ = sleep_until(slow_at.unwrap_or_else(far_future)) => {
+                conn.outbox.check(std::time::Instant::now());
+            }
+        }
+        if let Some(reason) = conn.outbox.slow_reason() {
+            gw.metrics.close(4001);
+            return Written::Slow(reason_label(reason));
+        }
+    }
+}
+
 /// How the loop ended.
 enum End {
     /// Send Close with this code and reason, then wait for the peer's Close.
@@ -83,15 +149,7 @@ pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
         let gate_at = conn.outbox.release_gates(now.into_std());
         match conn.outbox.drain(&mut batch) {
             Drain::Slow(reason) => {
-                let label = match reason {
-                    SlowReason::HardLimit => "hard_limit",
-                    SlowReason::SoftTimeout => "soft_timeout",
-                };
-                gw.metrics
-                    .slow_consumers
-                    .get_or_create(&ReasonLabel { reason: label.into() })
-                    .inc();
-                tracing::info!(reason = label, "slow consumer");
+                slow_close(gw, reason_label(reason));
                 break End::Close(4001, "slow consumer");
             }
             Drain::Frames => {
@@ -113,20 +171,14 @@ pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
             gw.metrics
                 .buffered_bytes_max
                 .fetch_max(buffered as i64, Ordering::Relaxed);
-            match timeout(write_timeout, w.write_all(&buf)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break End::Abort,
-                Err(_) => {
-                    gw.metrics
-                        .slow_consumers
-                        .get_or_create(&ReasonLabel {
-                            reason: "write_timeout".into(),
-                        })
-                        .inc();
-                    gw.metrics.close(4001);
-                    tracing::info!(elapsed_ms = write_timeout.as_millis() as u64, "write timeout");
+            match write_watching(gw, conn, &mut w, &buf, write_timeout).await {
+                Written::Done => {}
+                Written::Failed => break End::Abort,
+                Written::Slow(reason) => {
+                    slow_close(gw, reason);
                     break End::Abort;
                 }
+                Written::Shutdown => break End::Abort,
             }
             gw.metrics.bytes_out.inc_by(buf.len() as u64);
             conn.outbox.written(counted);

@@ -50,7 +50,11 @@ const SEGMENT_CHAR = /^[A-Za-z0-9_\-:]$/;
  * a drop, so even the first delay is random: when a broker restarts, its
  * clients come back spread over half a second instead of all at once.
  */
-export function backoffDelay(attempt, { baseMs = DEFAULTS.backoffBaseMs, capMs = DEFAULTS.backoffCapMs } = {}, random = Math.random) {
+export function backoffDelay(
+  attempt,
+  { baseMs = DEFAULTS.backoffBaseMs, capMs = DEFAULTS.backoffCapMs } = {},
+  random = Math.random,
+) {
   const n = Math.max(0, Math.floor(attempt));
   const ceiling = Math.min(capMs, baseMs * 2 ** n); // 2 ** 2000 is Infinity; min() keeps it sane
   return random() * ceiling;
@@ -492,7 +496,14 @@ export class TickwireClient {
 
   #connect() {
     this.#clearTimers();
-    this.conn = { welcomed: false, authed: this.token === null, ready: false, serverEpoch: null, liveSince: null, shutdownRetryMs: null };
+    this.conn = {
+      welcomed: false,
+      authed: this.token === null,
+      ready: false, // welcomed and authed: requests may go out
+      serverEpoch: null, // this connection's epoch, from its welcome
+      liveSince: null, // clock time it went live, for the backoff reset
+      shutdownRetryMs: null, // from a `shutdown` message
+    };
     this.#setState({ state: 'connecting', attempt: this.backoff.attempt });
     let ws;
     try {
