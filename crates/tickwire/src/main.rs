@@ -2,6 +2,7 @@
 //! runtime, then [`run`]. Everything it wires lives in the library crates.
 
 mod config;
+mod feeds;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -112,26 +113,32 @@ async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let feeds_token = shutdown.child_token();
-    let gateway = Gateway::new(config.gateway(), engine.clone(), shutdown.clone(), |_| {});
-    let feeds = tickwire_feed_glue::start(&config, engine.clone(), feeds_token.clone())?;
+    let feeds = feeds::configure(&config)?;
+    let collector = feeds::FeedCollector(feeds.iter().map(|f| (f.name.clone(), f.stats.clone())).collect());
+    let gateway = Gateway::new(config.gateway(), engine.clone(), shutdown.clone(), |r| {
+        r.register_collector(Box::new(collector))
+    });
+    // Feeds stop before the gateway closes connections (shutdown order in docs/architecture.md).
+    let feeds_token = CancellationToken::new();
+    let tasks = feeds::start(&feeds, engine.clone(), &feeds_token)?;
+    for f in &feeds {
+        tracing::info!(feed = %f.name, kind = f.cfg.kind(), "feed started");
+    }
     tracing::info!(%addr, epoch = engine.epoch(), "serving on http://{addr}");
+    let stop_feeds = {
+        let shutdown = shutdown.clone();
+        let feeds_token = feeds_token.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            feeds_token.cancel();
+        })
+    };
     gateway.serve(listener).await;
     feeds_token.cancel();
-    feeds.await;
+    let _ = stop_feeds.await;
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
+    }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Feed wiring; replaced by the feed crates once they land.
-mod tickwire_feed_glue {
-    use super::*;
-
-    pub fn start(
-        _config: &Config,
-        _engine: Arc<Engine>,
-        _shutdown: CancellationToken,
-    ) -> Result<impl std::future::Future<Output = ()>> {
-        Ok(async {})
-    }
 }

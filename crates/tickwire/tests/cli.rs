@@ -160,3 +160,80 @@ async fn sigterm_sends_shutdown_closes_1001_and_exits_0() {
         b.log.push(l);
     }
 }
+
+#[tokio::test]
+async fn the_default_run_serves_the_synthetic_feed() {
+    let b = Broker::start(&[], &[]);
+    // Wait until the feed has given every crypto symbol a value.
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + WAIT;
+    let crypto = loop {
+        every.tick().await;
+        let (_, body) = http(b.addr, "GET", "/api/topics", &[], b"").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = v["topics"].as_array().unwrap().iter().filter(|t| t["topic"].as_str().unwrap().starts_with("crypto.")).count();
+        if n >= 5 {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo feed publishes");
+    };
+    let mut c = Client::connect(&format!("ws://{}/ws", b.addr), &[]).await.unwrap();
+    assert_eq!(c.recv().await["type"], "welcome");
+    c.send(json!({"op":"subscribe","id":1,"topics":["crypto.*"]})).await;
+    assert_eq!(c.recv().await["type"], "subscribed");
+    let mut snapshots = 0;
+    let mut ticks = 0;
+    while ticks < 20 {
+        let v = c.recv().await;
+        assert!(v["topic"].as_str().unwrap().starts_with("crypto."), "{v}");
+        match v["type"].as_str().unwrap() {
+            "snapshot" => {
+                assert_eq!(ticks, 0, "snapshots come before live ticks");
+                snapshots += 1;
+            }
+            "tick" => ticks += 1,
+            other => panic!("unexpected {other}"),
+        }
+        let d = &v["data"];
+        assert!(d["bid"].as_f64().unwrap() < d["ask"].as_f64().unwrap(), "{d}");
+    }
+    assert!(snapshots >= crypto, "a snapshot per crypto symbol: {snapshots} of {crypto}");
+}
+
+#[tokio::test]
+async fn a_replay_feed_from_the_config_file_publishes_its_recording() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../feeds/replay/data/sample.ndjson");
+    let cfg = temp_file(
+        "replay.toml",
+        &format!("demo_feed = false\n[[feeds]]\nkind = \"replay\"\npath = {:?}\nspeed = 0\ntopic_prefix = \"rec\"\n", sample.to_str().unwrap()),
+    );
+    let b = Broker::start(&["--config", cfg.to_str().unwrap()], &[]);
+    let lines = std::fs::read_to_string(&sample).unwrap().lines().filter(|l| !l.trim().is_empty()).count();
+    let mut c = Client::connect(&format!("ws://{}/ws", b.addr), &[]).await.unwrap();
+    c.expect_type("welcome").await;
+    // Speed 0 replays at once: every line is a tick by the time we look.
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+    let total = loop {
+        every.tick().await;
+        let (_, body) = http(b.addr, "GET", "/api/topics", &[], b"").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let sum: u64 = v["topics"].as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).sum();
+        if sum as usize >= lines {
+            assert!(v["topics"].as_array().unwrap().iter().all(|t| t["topic"].as_str().unwrap().starts_with("rec.")));
+            break sum;
+        }
+    };
+    assert_eq!(total as usize, lines);
+    let (_, m) = http(b.addr, "GET", "/metrics", &[], b"").await;
+    let feed_ticks = m.lines().find(|l| l.starts_with("tickwire_feed_ticks_total{feed=")).expect("feed metrics");
+    assert!(feed_ticks.ends_with(&format!(" {lines}")), "{feed_ticks}");
+}
+
+#[test]
+fn a_bad_feed_config_is_an_error_at_start() {
+    let cfg = temp_file("badfeed.toml", "[[feeds]]\nkind = \"binance\"\nsymbols = []\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire")).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("badfeed.toml") && err.contains("symbols"), "{err}");
+}
