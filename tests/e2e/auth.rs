@@ -13,23 +13,32 @@ async fn auth_server() -> TestServer {
 }
 
 fn reader_token() -> String {
-    jwt(json!({"sub":"dash","exp":now_s()+3600,"subscribe":["crypto.>"],"publish":["crypto.BTC-USD"]}))
+    jwt(
+        json!({"sub":"dash","exp":now_s()+3600,"subscribe":["crypto.>"],"publish":["crypto.BTC-USD"]}),
+    )
 }
 
 #[tokio::test]
 async fn with_auth_on_requests_before_auth_are_unauthorized() {
     let srv = auth_server().await;
     let mut c = srv.client().await;
-    c.send(json!({"op":"subscribe","id":1,"topics":["crypto.*"]})).await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["crypto.*"]}))
+        .await;
     let e = c.recv().await;
-    assert_eq!((e["code"].as_str(), e["id"].as_u64()), (Some("unauthorized"), Some(1)));
-    c.send(json!({"op":"auth","id":2,"token":reader_token()})).await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("unauthorized"), Some(1))
+    );
+    c.send(json!({"op":"auth","id":2,"token":reader_token()}))
+        .await;
     let a = c.recv().await;
     assert_eq!(a["type"], "authenticated");
     assert_eq!(a["id"], 2);
     assert_eq!(a["sub"], "dash");
     assert!(a["exp"].as_u64().unwrap() > now_s());
-    let s = c.subscribe(json!({"op":"subscribe","id":3,"topics":["crypto.*"]})).await;
+    let s = c
+        .subscribe(json!({"op":"subscribe","id":3,"topics":["crypto.*"]}))
+        .await;
     assert_eq!(s["id"], 3);
 }
 
@@ -47,7 +56,8 @@ async fn rights_cover_requests_or_they_are_forbidden() {
         (json!(["fx.*"]), false),
         (json!(["crypto.ETH-USD", "fx.EUR-USD"]), false),
     ] {
-        c.send(json!({"op":"subscribe","id":"s","topics":topics})).await;
+        c.send(json!({"op":"subscribe","id":"s","topics":topics}))
+            .await;
         let r = c.recv().await;
         if ok {
             assert_eq!(r["type"], "subscribed", "{topics}");
@@ -55,14 +65,26 @@ async fn rights_cover_requests_or_they_are_forbidden() {
             assert_eq!(r["code"], "forbidden", "{topics}");
         }
     }
-    c.send(json!({"op":"publish","id":"p1","topic":"crypto.BTC-USD","data":{}})).await;
+    c.send(json!({"op":"publish","id":"p1","topic":"crypto.BTC-USD","data":{}}))
+        .await;
     assert_eq!(c.expect_type("ack").await["id"], "p1");
-    c.send(json!({"op":"publish","id":"p2","topic":"crypto.ETH-USD","data":{}})).await;
+    c.send(json!({"op":"publish","id":"p2","topic":"crypto.ETH-USD","data":{}}))
+        .await;
     let e = c.expect_type("error").await;
-    assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("forbidden"), Some("p2")));
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("forbidden"), Some("p2"))
+    );
     // HTTP publish with the same token: 403 for a topic outside its rights.
     let auth = format!("Bearer {}", reader_token());
-    let (s, b) = http(srv.addr, "POST", "/api/publish", &[("Authorization", &auth)], br#"{"topic":"fx.X","data":{}}"#).await;
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        br#"{"topic":"fx.X","data":{}}"#,
+    )
+    .await;
     assert_eq!(s, 403, "{b}");
     assert!(b.contains("\"forbidden\""));
 }
@@ -85,29 +107,43 @@ async fn a_bad_first_auth_closes_with_4500_and_a_bad_reauth_is_an_error() {
     let expired = jwt(json!({"sub":"x","exp":now_s()-1}));
     let mut c = srv.client().await;
     c.send(json!({"op":"auth","token":expired})).await;
-    assert!(matches!(c.until_closed(WAIT).await.0, Closed::Code(4500, _)));
+    assert!(matches!(
+        c.until_closed(WAIT).await.0,
+        Closed::Code(4500, _)
+    ));
     let mut c = srv.client().await;
     c.send(json!({"op":"auth","token":reader_token()})).await;
     c.expect_type("authenticated").await;
     c.send(json!({"op":"auth","id":9,"token":"garbage"})).await;
     let e = c.recv().await;
-    assert_eq!((e["code"].as_str(), e["id"].as_u64()), (Some("unauthorized"), Some(9)));
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("unauthorized"), Some(9))
+    );
     assert!(c.barrier("alive").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_bad_header_token_gets_401_and_no_websocket() {
     let srv = auth_server().await;
-    let err = Client::connect(&srv.ws_url(), &[("Authorization", "Bearer nope")]).await.err().expect("refused");
-    let WsError::Http(resp) = err else { panic!("{err:?}") };
+    let err = Client::connect(&srv.ws_url(), &[("Authorization", "Bearer nope")])
+        .await
+        .err()
+        .expect("refused");
+    let WsError::Http(resp) = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(resp.status(), 401);
     let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
     assert_eq!(body["error"], "unauthorized");
     // A good header token needs no auth message.
     let auth = format!("Bearer {}", reader_token());
-    let mut c = Client::connect(&srv.ws_url(), &[("Authorization", &auth)]).await.unwrap();
+    let mut c = Client::connect(&srv.ws_url(), &[("Authorization", &auth)])
+        .await
+        .unwrap();
     c.expect_type("welcome").await;
-    c.subscribe(json!({"op":"subscribe","topics":["crypto.*"]})).await;
+    c.subscribe(json!({"op":"subscribe","topics":["crypto.*"]}))
+        .await;
 }
 
 #[tokio::test]
@@ -120,7 +156,9 @@ async fn an_expiring_token_closes_with_4002_unless_refreshed() {
         c.send(json!({"op":"auth","token":short})).await;
         c.expect_type("authenticated").await;
     }
-    refreshed.send(json!({"op":"auth","token":reader_token()})).await;
+    refreshed
+        .send(json!({"op":"auth","token":reader_token()}))
+        .await;
     refreshed.expect_type("authenticated").await;
     let (closed, _) = lapsing.until_closed(WAIT).await;
     assert_eq!(closed, Closed::Code(4002, "token expired".into()));
@@ -129,11 +167,20 @@ async fn an_expiring_token_closes_with_4002_unless_refreshed() {
 
 #[tokio::test]
 async fn origins_not_listed_get_403() {
-    let srv = TestServer::start_with(|_, g| g.auth.allowed_origins = vec!["https://dash.example".into()]).await;
-    let err = Client::connect(&srv.ws_url(), &[("Origin", "https://evil.example")]).await.err().expect("refused");
-    let WsError::Http(resp) = err else { panic!("{err:?}") };
+    let srv =
+        TestServer::start_with(|_, g| g.auth.allowed_origins = vec!["https://dash.example".into()])
+            .await;
+    let err = Client::connect(&srv.ws_url(), &[("Origin", "https://evil.example")])
+        .await
+        .err()
+        .expect("refused");
+    let WsError::Http(resp) = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(resp.status(), 403);
-    let mut ok = Client::connect(&srv.ws_url(), &[("Origin", "https://dash.example")]).await.unwrap();
+    let mut ok = Client::connect(&srv.ws_url(), &[("Origin", "https://dash.example")])
+        .await
+        .unwrap();
     ok.expect_type("welcome").await;
     let mut no_origin = Client::connect(&srv.ws_url(), &[]).await.unwrap();
     no_origin.expect_type("welcome").await;
@@ -145,6 +192,7 @@ async fn tokens_in_the_url_are_not_honoured() {
     let url = format!("{}?token={KEY}&access_token={KEY}", srv.ws_url());
     let mut c = Client::connect(&url, &[]).await.unwrap();
     c.expect_type("welcome").await;
-    c.send(json!({"op":"publish","id":1,"topic":"a","data":{}})).await;
+    c.send(json!({"op":"publish","id":1,"topic":"a","data":{}}))
+        .await;
     assert_eq!(c.recv().await["code"], "unauthorized");
 }

@@ -29,21 +29,38 @@ async fn wait_metric(srv: &TestServer, metric: &str, at_least: f64, limit: Durat
         if srv.metric(metric).await >= at_least {
             return start.elapsed();
         }
-        assert!(start.elapsed() < limit, "{metric} did not reach {at_least} within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "{metric} did not reach {at_least} within {limit:?}"
+        );
     }
 }
 
 fn seq_of(raw: &str) -> u64 {
-    raw.split("\"seq\":").nth(1).and_then(|r| r.split(',').next()).and_then(|s| s.parse().ok()).expect("seq")
+    raw.split("\"seq\":")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .expect("seq")
 }
 
 fn topic_of(raw: &str) -> String {
-    raw.split("\"topic\":\"").nth(1).and_then(|r| r.split('"').next()).expect("topic").to_owned()
+    raw.split("\"topic\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("topic")
+        .to_owned()
 }
 
 /// Publishes `total` ticks of about `size` bytes round-robin over `topics`,
 /// paced at `per_ms` ticks per millisecond, directly into the engine.
-async fn publish_paced(srv: &TestServer, topics: &[Topic], total: usize, size: usize, per_ms: usize) {
+async fn publish_paced(
+    srv: &TestServer,
+    topics: &[Topic],
+    total: usize,
+    size: usize,
+    per_ms: usize,
+) {
     let pad = "x".repeat(size);
     let mut every = tokio::time::interval(Duration::from_millis(1));
     let mut sent = 0;
@@ -51,7 +68,9 @@ async fn publish_paced(srv: &TestServer, topics: &[Topic], total: usize, size: u
         every.tick().await;
         for _ in 0..per_ms.min(total - sent) {
             let data = format!(r#"{{"n":{sent},"pad":"{pad}"}}"#);
-            srv.engine().publish(&topics[sent % topics.len()], data.as_bytes()).unwrap();
+            srv.engine()
+                .publish(&topics[sent % topics.len()], data.as_bytes())
+                .unwrap();
             sent += 1;
         }
     }
@@ -86,11 +105,17 @@ async fn stuck_client_is_closed(many_topics: bool) {
     // over 512 KiB even when conflated. Soft path: 900 topics conflated sit
     // between 256 and 512 KiB (about 360 KiB), so only the soft-limit clock can close it.
     let n_topics = if many_topics { 2000 } else { 900 };
-    let topics: Vec<Topic> = (0..n_topics).map(|i| Topic::parse(&format!("load.t{i}")).unwrap()).collect();
+    let topics: Vec<Topic> = (0..n_topics)
+        .map(|i| Topic::parse(&format!("load.t{i}")).unwrap())
+        .collect();
     let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
-    stuck.subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false})).await;
+    stuck
+        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
+        .await;
     let mut healthy = srv.client().await;
-    healthy.subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false})).await;
+    healthy
+        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
+        .await;
     let per_topic = 2u64;
     let total = n_topics * per_topic as usize;
     let started = Instant::now();
@@ -100,14 +125,28 @@ async fn stuck_client_is_closed(many_topics: bool) {
         healthy
     });
     publish_paced(&srv, &topics, total, 300, 4).await;
-    let reason = if many_topics { "hard_limit" } else { "soft_timeout" };
+    let reason = if many_topics {
+        "hard_limit"
+    } else {
+        "soft_timeout"
+    };
     let metric = format!("tickwire_slow_consumer_closes_total{{reason=\"{reason}\"}}");
     // From the first tick it could not take: within slow_timeout_ms + 1 s.
     let limit = Duration::from_millis(2_000 + 1_000);
     wait_metric(&srv, &metric, 1.0, limit.saturating_sub(started.elapsed())).await;
-    assert!(started.elapsed() <= limit, "closed after {:?}", started.elapsed());
-    assert_eq!(srv.metric("tickwire_closes_total{code=\"4001\"}").await, 1.0);
-    let mut healthy = tokio::time::timeout(WAIT, reader).await.expect("healthy client keeps up").unwrap();
+    assert!(
+        started.elapsed() <= limit,
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        srv.metric("tickwire_closes_total{code=\"4001\"}").await,
+        1.0
+    );
+    let mut healthy = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("healthy client keeps up")
+        .unwrap();
     // The healthy client is still served.
     srv.engine().publish(&topics[0], b"{}").unwrap();
     assert_eq!(healthy.expect_type("tick").await["seq"], per_topic + 1);
@@ -133,9 +172,13 @@ async fn a_stuck_client_costs_the_broker_bounded_memory() {
         g.socket_send_buffer_bytes = 8 * 1024;
     })
     .await;
-    let topics: Vec<Topic> = (0..100).map(|i| Topic::parse(&format!("mem.t{i}")).unwrap()).collect();
+    let topics: Vec<Topic> = (0..100)
+        .map(|i| Topic::parse(&format!("mem.t{i}")).unwrap())
+        .collect();
     let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
-    stuck.subscribe(json!({"op":"subscribe","topics":["mem.*"],"snapshot":false})).await;
+    stuck
+        .subscribe(json!({"op":"subscribe","topics":["mem.*"],"snapshot":false}))
+        .await;
     let rss_before = rss_bytes();
     // 60,000 ticks of 1 KiB: 60 MB published to a client that reads nothing.
     publish_paced(&srv, &topics, 60_000, 1000, 60).await;
@@ -154,12 +197,20 @@ async fn stuck_client_is_closed_by_the_write_deadline() {
     .await;
     let topic = [Topic::parse("w.t").unwrap()];
     let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
-    stuck.subscribe(json!({"op":"subscribe","topics":["w.t"]})).await;
+    stuck
+        .subscribe(json!({"op":"subscribe","topics":["w.t"]}))
+        .await;
     // One topic never exceeds the soft limit once conflated: the write deadline
     // is what closes it (docs/architecture.md). Publish over time, as a feed does.
     let started = Instant::now();
     publish_paced(&srv, &topic, 1000, 2000, 1).await;
-    wait_metric(&srv, "tickwire_slow_consumer_closes_total{reason=\"write_timeout\"}", 1.0, WAIT).await;
+    wait_metric(
+        &srv,
+        "tickwire_slow_consumer_closes_total{reason=\"write_timeout\"}",
+        1.0,
+        WAIT,
+    )
+    .await;
     assert!(started.elapsed() < WAIT);
 }
 
@@ -172,9 +223,12 @@ async fn slow_reader_stays_connected_and_ends_on_the_newest_value() {
         g.socket_send_buffer_bytes = 8 * 1024;
     })
     .await;
-    let topics: Vec<Topic> = (0..5).map(|i| Topic::parse(&format!("slow.t{i}")).unwrap()).collect();
+    let topics: Vec<Topic> = (0..5)
+        .map(|i| Topic::parse(&format!("slow.t{i}")).unwrap())
+        .collect();
     let mut slow = small_rcvbuf_client(srv.addr, 4096).await;
-    slow.send(json!({"op":"subscribe","topics":["slow.*"],"snapshot":false})).await;
+    slow.send(json!({"op":"subscribe","topics":["slow.*"],"snapshot":false}))
+        .await;
     slow.expect_type("subscribed").await;
     const PER_TOPIC: u64 = 4000;
     let publisher = async {
@@ -207,7 +261,12 @@ async fn slow_reader_stays_connected_and_ends_on_the_newest_value() {
     assert!(gaps > 0, "conflation skipped some seqs");
     assert!(frames < 5 * PER_TOPIC, "fewer frames than ticks: {frames}");
     assert!(srv.metric("tickwire_conflated_frames_total").await > 0.0);
-    assert!(slow.barrier("still-here").await.iter().all(|f| f["type"] == "tick"));
+    assert!(
+        slow.barrier("still-here")
+            .await
+            .iter()
+            .all(|f| f["type"] == "tick")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,14 +274,17 @@ async fn max_hz_sends_at_most_that_rate_and_the_final_value_promptly() {
     let srv = TestServer::start().await;
     let topic = Topic::parse("hz.t").unwrap();
     let mut c = srv.client().await;
-    c.subscribe(json!({"op":"subscribe","topics":["hz.t"],"max_hz":4})).await;
+    c.subscribe(json!({"op":"subscribe","topics":["hz.t"],"max_hz":4}))
+        .await;
     let mut got: Vec<(Instant, u64)> = Vec::new();
     let publisher = async {
         // 200 ticks/s for 2.5 s.
         let mut every = tokio::time::interval(Duration::from_millis(5));
         for n in 1..=500u64 {
             every.tick().await;
-            srv.engine().publish(&topic, format!(r#"{{"n":{n}}}"#).as_bytes()).unwrap();
+            srv.engine()
+                .publish(&topic, format!(r#"{{"n":{n}}}"#).as_bytes())
+                .unwrap();
         }
         Instant::now()
     };
@@ -242,10 +304,16 @@ async fn max_hz_sends_at_most_that_rate_and_the_final_value_promptly() {
     let (final_at, final_seq) = *got.last().unwrap();
     assert_eq!(final_seq, 500, "ends on the newest value");
     let lag = final_at.saturating_duration_since(stopped);
-    assert!(lag <= Duration::from_millis(250 + 50), "final value {lag:?} after publishing stopped");
+    assert!(
+        lag <= Duration::from_millis(250 + 50),
+        "final value {lag:?} after publishing stopped"
+    );
     // At most 5 in any one-second window.
     for (i, (t0, _)) in got.iter().enumerate() {
-        let in_window = got[i..].iter().take_while(|(t, _)| t.duration_since(*t0) < Duration::from_secs(1)).count();
+        let in_window = got[i..]
+            .iter()
+            .take_while(|(t, _)| t.duration_since(*t0) < Duration::from_secs(1))
+            .count();
         assert!(in_window <= 5, "{in_window} frames within a second");
     }
     assert!(got.len() >= 8, "about 4 a second for 2.5 s: {}", got.len());

@@ -21,8 +21,15 @@ async fn post(srv: &TestServer, key: Option<&str>, ctype: &str, body: &str) -> (
 async fn http_publish_json_and_ndjson() {
     let srv = TestServer::start().await;
     let mut c = srv.client().await;
-    c.subscribe(json!({"op":"subscribe","topics":["h.>"]})).await;
-    let (s, v) = post(&srv, Some(KEY), "application/json", r#"{"op":"publish","topic":"h.a","data":{"p":1.50}}"#).await;
+    c.subscribe(json!({"op":"subscribe","topics":["h.>"]}))
+        .await;
+    let (s, v) = post(
+        &srv,
+        Some(KEY),
+        "application/json",
+        r#"{"op":"publish","topic":"h.a","data":{"p":1.50}}"#,
+    )
+    .await;
     assert_eq!((s, v), (200, json!({"accepted":1,"seqs":[1]})));
     let body = "{\"topic\":\"h.a\",\"data\":{\"p\":2}}\n\n{\"topic\":\"h.b\",\"data\":{\"p\":3}}\r\n{\"topic\":\"h.a\",\"data\":{\"p\":4}}\n";
     let (s, v) = post(&srv, Some(KEY), "application/x-ndjson", body).await;
@@ -31,9 +38,22 @@ async fn http_publish_json_and_ndjson() {
         .barrier("b")
         .await
         .iter()
-        .map(|t| (t["topic"].as_str().unwrap().to_owned(), t["seq"].as_u64().unwrap()))
+        .map(|t| {
+            (
+                t["topic"].as_str().unwrap().to_owned(),
+                t["seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(got, vec![("h.a".into(), 1), ("h.a".into(), 2), ("h.b".into(), 1), ("h.a".into(), 3)]);
+    assert_eq!(
+        got,
+        vec![
+            ("h.a".into(), 1),
+            ("h.a".into(), 2),
+            ("h.b".into(), 1),
+            ("h.a".into(), 3)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -71,10 +91,17 @@ async fn http_publish_refuses_bad_keys_and_bodies() {
 async fn topics_snapshot_health_and_metrics() {
     let srv = TestServer::start().await;
     let mut c = srv.client().await;
-    c.subscribe(json!({"op":"subscribe","topics":["s.*"]})).await;
+    c.subscribe(json!({"op":"subscribe","topics":["s.*"]}))
+        .await;
     tickwire_testkit::publish_http(srv.addr, "s.one", json!({"price":10.1})).await;
     // Raw text, so the trailing zero is there to keep.
-    let (s, _) = post(&srv, Some(KEY), "application/json", r#"{"topic":"s.one","data":{"price":10.20}}"#).await;
+    let (s, _) = post(
+        &srv,
+        Some(KEY),
+        "application/json",
+        r#"{"topic":"s.one","data":{"price":10.20}}"#,
+    )
+    .await;
     assert_eq!(s, 200);
     tickwire_testkit::publish_http(srv.addr, "s.two", json!({"price":7})).await;
     c.barrier("b").await;
@@ -91,9 +118,19 @@ async fn topics_snapshot_health_and_metrics() {
     assert!(rows[0]["last_ts"].as_u64().unwrap() > 0);
     assert!(rows[0]["rate_hz"].is_number());
 
-    let (s, b) = http(srv.addr, "GET", "/api/snapshot?topics=s.one,s.none,s.two", &[], b"").await;
+    let (s, b) = http(
+        srv.addr,
+        "GET",
+        "/api/snapshot?topics=s.one,s.none,s.two",
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
-    assert!(b.contains(r#""data":{"price":10.20}"#), "byte for byte: {b}");
+    assert!(
+        b.contains(r#""data":{"price":10.20}"#),
+        "byte for byte: {b}"
+    );
     let v = parse(&b);
     let snaps = v["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), 2, "topics with no value are left out");
@@ -101,7 +138,10 @@ async fn topics_snapshot_health_and_metrics() {
     assert_eq!(snaps[0]["seq"], 2);
     assert_eq!(snaps[1]["data"], json!({"price":7}));
     let (s, b) = http(srv.addr, "GET", "/api/snapshot?topics=bad..t", &[], b"").await;
-    assert_eq!((s, parse(&b)["error"].as_str()), (400, Some("invalid_topic")));
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (400, Some("invalid_topic"))
+    );
 
     let (s, _) = http(srv.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(s, 200);
@@ -128,7 +168,11 @@ async fn errors_are_counted_by_code() {
     let mut c = srv.client().await;
     c.send_text("nope").await;
     c.expect_type("error").await;
-    assert_eq!(srv.metric("tickwire_errors_total{code=\"bad_request\"}").await, 1.0);
+    assert_eq!(
+        srv.metric("tickwire_errors_total{code=\"bad_request\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]

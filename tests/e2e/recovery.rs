@@ -7,7 +7,8 @@ use tickwire_testkit::{TestServer, publish_http};
 async fn reconnecting_client_gets_missed_ticks_replayed() {
     let srv = TestServer::start().await;
     let mut c = srv.client().await;
-    c.subscribe(json!({"op":"subscribe","topics":["crypto.BTC-USD"]})).await;
+    c.subscribe(json!({"op":"subscribe","topics":["crypto.BTC-USD"]}))
+        .await;
     for n in 1..=3 {
         publish_http(srv.addr, "crypto.BTC-USD", json!({"n":n})).await;
     }
@@ -21,7 +22,9 @@ async fn reconnecting_client_gets_missed_ticks_replayed() {
     for n in 4..=7 {
         publish_http(srv.addr, "crypto.BTC-USD", json!({"n":n})).await;
     }
-    let mut c = tickwire_testkit::Client::connect(&srv.ws_url(), &[]).await.unwrap();
+    let mut c = tickwire_testkit::Client::connect(&srv.ws_url(), &[])
+        .await
+        .unwrap();
     let w = c.recv().await;
     assert_eq!(w["epoch"], epoch);
     c.send(json!({"op":"subscribe","id":1,"topics":["crypto.*"],"epoch":epoch,"since":{"crypto.BTC-USD":3}}))
@@ -46,7 +49,8 @@ async fn wrong_epoch_is_not_recovered_and_gets_a_snapshot() {
         publish_http(srv.addr, "a.b", json!({"n":n})).await;
     }
     let mut c = srv.client().await;
-    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":"not-this-one","since":{"a.b":2}})).await;
+    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":"not-this-one","since":{"a.b":2}}))
+        .await;
     let sub = c.recv().await;
     assert_eq!(sub["recovered"], false);
     let s = c.recv().await;
@@ -64,15 +68,25 @@ async fn seq_older_than_history_is_not_recovered() {
     let epoch = srv.engine().epoch().to_owned();
     let mut c = srv.client().await;
     // History holds 7..=10: since 6 is just recoverable, since 5 is not.
-    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":6}})).await;
+    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":6}}))
+        .await;
     assert_eq!(c.recv().await["recovered"], true);
-    let seqs: Vec<u64> = c.barrier("x").await.iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = c
+        .barrier("x")
+        .await
+        .iter()
+        .map(|t| t["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![7, 8, 9, 10]);
     let mut c2 = srv.client().await;
-    c2.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":5}})).await;
+    c2.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":5}}))
+        .await;
     assert_eq!(c2.recv().await["recovered"], false);
     let s = c2.recv().await;
-    assert_eq!((s["type"].as_str(), s["seq"].as_u64()), (Some("snapshot"), Some(10)));
+    assert_eq!(
+        (s["type"].as_str(), s["seq"].as_u64()),
+        (Some("snapshot"), Some(10))
+    );
 }
 
 #[tokio::test]
@@ -81,7 +95,8 @@ async fn up_to_date_client_recovers_with_nothing_to_replay() {
     publish_http(srv.addr, "a.b", json!({"n":1})).await;
     let epoch = srv.engine().epoch().to_owned();
     let mut c = srv.client().await;
-    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":1}})).await;
+    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":1}}))
+        .await;
     assert_eq!(c.recv().await["recovered"], true);
     assert!(c.barrier("b").await.is_empty());
 }

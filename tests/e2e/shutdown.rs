@@ -17,5 +17,8 @@ async fn shutdown_sends_shutdown_then_1001() {
         assert_eq!(last["type"], "shutdown");
         assert_eq!(last["retry_ms"], 2500);
     }
-    tokio::time::timeout(WAIT, stopping).await.expect("server stops").unwrap();
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("server stops")
+        .unwrap();
 }

@@ -2,7 +2,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  decimalsFor,
+  fractionDigits,
   formatNumber,
   formatChange,
   formatAge,
@@ -12,13 +12,16 @@ import {
   DEFAULT_MAX_HZ,
 } from '../../crates/gateway/static/dashboard.js';
 
-test('about six significant digits per price', () => {
-  assert.equal(decimalsFor(64012.5), 1);
-  assert.equal(decimalsFor(1.08453), 5);
-  assert.equal(decimalsFor(151.234), 3);
-  assert.equal(decimalsFor(0.000123), 8);
-  assert.equal(decimalsFor(0), 2);
-  assert.equal(decimalsFor(NaN), 2);
+test('decimals as sent, as far as JSON keeps them', () => {
+  assert.equal(fractionDigits(64012.53), 2);
+  assert.equal(fractionDigits(64012.5), 1);
+  assert.equal(fractionDigits(1.08453), 5);
+  assert.equal(fractionDigits(100), 0);
+  assert.equal(fractionDigits(1.5e-7), 8);
+  assert.equal(fractionDigits(2e-7), 7);
+  assert.equal(fractionDigits(1e21), 0);
+  assert.equal(fractionDigits(NaN), 0);
+  assert.equal(fractionDigits('1.25'), 0, 'only numbers count');
   assert.equal(formatNumber(1.5, 5), '1.50000');
   assert.equal(formatNumber(null, 2), '—');
 });

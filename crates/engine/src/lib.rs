@@ -19,7 +19,7 @@ mod stats;
 
 pub use outbox::{Drain, Entry, Outbox, OutboxConfig, SlowReason, wire_len};
 pub use registry::{
-    Engine, EngineConfig, Published, PublishError, SubscribeError, SubscribeRequest, TopicInfo,
+    Engine, EngineConfig, PublishError, Published, SubscribeError, SubscribeRequest, TopicInfo,
     TopicSnapshot,
 };
 pub use stats::EngineStats;

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::stats::EngineStats;
 use crate::TopicId;
+use crate::stats::EngineStats;
 
 /// Limits of one connection's buffered amount.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +162,13 @@ impl Outbox {
 
     /// Queues a value frame (tick, snapshot) of `topic`, through the topic's max_hz
     /// gate when `interval` is set. `now` is read once per publish by the caller.
-    pub fn push_tick(&self, topic: TopicId, frame: Bytes, now: Instant, interval: Option<Duration>) {
+    pub fn push_tick(
+        &self,
+        topic: TopicId,
+        frame: Bytes,
+        now: Instant,
+        interval: Option<Duration>,
+    ) {
         let mut st = self.state.lock();
         if st.closed || st.slow.is_some() {
             return;
@@ -238,8 +244,7 @@ impl Outbox {
                     st.woken = false;
                 }
                 Some(since) => {
-                    if now.duration_since(since) > Duration::from_millis(self.cfg.slow_timeout_ms)
-                    {
+                    if now.duration_since(since) > Duration::from_millis(self.cfg.slow_timeout_ms) {
                         self.mark_slow(st, SlowReason::SoftTimeout);
                     }
                 }
@@ -278,13 +283,14 @@ impl Outbox {
             if e.topic == CONTROL || e.is_tombstone() {
                 continue;
             }
-            if st.latest.contains_key(&e.topic) {
+            let topic = e.topic;
+            if let std::collections::hash_map::Entry::Vacant(slot) = st.latest.entry(topic) {
+                slot.insert(i);
+            } else {
                 let old = std::mem::take(&mut st.queue[i].frame);
                 st.queued_bytes -= wire_len(old.len());
                 st.tombstones += 1;
                 dropped += 1;
-            } else {
-                st.latest.insert(e.topic, i);
             }
         }
         self.stats.conflated.fetch_add(dropped, Ordering::Relaxed);
@@ -489,7 +495,12 @@ mod tests {
         let now = Instant::now();
         o.push_control(Bytes::from_static(b"ctl"));
         for i in 0..200 {
-            o.push_tick(TopicId(i % 2), Bytes::from(format!("t{}-{i:04}", i % 2)), now, None);
+            o.push_tick(
+                TopicId(i % 2),
+                Bytes::from(format!("t{}-{i:04}", i % 2)),
+                now,
+                None,
+            );
         }
         let got = frames(&o);
         assert_eq!(got, vec!["ctl", "t0-0198", "t1-0199"]);
@@ -519,7 +530,10 @@ mod tests {
         o.check(t0 + Duration::from_millis(500));
         assert_eq!(o.drain(&mut Vec::new()), Drain::Frames);
         o.check(t0 + Duration::from_millis(1001));
-        assert_eq!(o.drain(&mut Vec::new()), Drain::Slow(SlowReason::SoftTimeout));
+        assert_eq!(
+            o.drain(&mut Vec::new()),
+            Drain::Slow(SlowReason::SoftTimeout)
+        );
     }
 
     #[test]
@@ -544,8 +558,18 @@ mod tests {
         let t0 = Instant::now();
         let iv = Some(Duration::from_millis(250));
         o.push_tick(TopicId(1), Bytes::from_static(b"a"), t0, iv);
-        o.push_tick(TopicId(1), Bytes::from_static(b"b"), t0 + Duration::from_millis(10), iv);
-        o.push_tick(TopicId(1), Bytes::from_static(b"c"), t0 + Duration::from_millis(20), iv);
+        o.push_tick(
+            TopicId(1),
+            Bytes::from_static(b"b"),
+            t0 + Duration::from_millis(10),
+            iv,
+        );
+        o.push_tick(
+            TopicId(1),
+            Bytes::from_static(b"c"),
+            t0 + Duration::from_millis(20),
+            iv,
+        );
         assert_eq!(frames(&o), vec!["a"]);
         let next = o.release_gates(t0 + Duration::from_millis(100));
         assert_eq!(next, Some(t0 + Duration::from_millis(250)));
@@ -558,7 +582,12 @@ mod tests {
     fn reserved_reply_precedes_frames_pushed_meanwhile() {
         let o = outbox(10_000, 100_000);
         let at = o.reserve();
-        o.push_tick(TopicId(1), Bytes::from_static(b"snap"), Instant::now(), None);
+        o.push_tick(
+            TopicId(1),
+            Bytes::from_static(b"snap"),
+            Instant::now(),
+            None,
+        );
         assert!(frames(&o).is_empty(), "held: nothing to take yet");
         o.fill_reserved(at, Bytes::from_static(b"subscribed"));
         assert_eq!(frames(&o), vec!["subscribed", "snap"]);

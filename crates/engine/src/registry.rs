@@ -408,7 +408,10 @@ impl Engine {
     ) -> Result<(), SubscribeError> {
         let mut guard = self.reg.write();
         let reg = &mut *guard;
-        let cs = reg.conns.get_mut(&conn).ok_or(SubscribeError::UnknownConn)?;
+        let cs = reg
+            .conns
+            .get_mut(&conn)
+            .ok_or(SubscribeError::UnknownConn)?;
         let new = req
             .patterns
             .iter()
@@ -440,7 +443,11 @@ impl Engine {
                     .map(|s| s.id)
                     .collect()
             } else {
-                reg.by_name.get(p.as_str()).map(|s| s.id).into_iter().collect()
+                reg.by_name
+                    .get(p.as_str())
+                    .map(|s| s.id)
+                    .into_iter()
+                    .collect()
             };
             for id in hits {
                 if is_new {
@@ -674,8 +681,12 @@ mod tests {
         let e = Engine::new(EngineConfig::default());
         e.publish(&t("crypto.BTC"), br#"{"p":1}"#).unwrap();
         let o = conn(&e, 1);
-        e.subscribe(ConnId(1), &req(&["crypto.*", "crypto.>", "crypto.BTC"]), reply)
-            .unwrap();
+        e.subscribe(
+            ConnId(1),
+            &req(&["crypto.*", "crypto.>", "crypto.BTC"]),
+            reply,
+        )
+        .unwrap();
         e.publish(&t("crypto.BTC"), br#"{"p":2}"#).unwrap();
         let got = take(&o);
         assert_eq!(got.len(), 3, "{got:?}");
@@ -688,7 +699,8 @@ mod tests {
     fn wildcard_resolves_new_topics_and_unsubscribe_stops_them() {
         let e = Engine::new(EngineConfig::default());
         let o = conn(&e, 1);
-        e.subscribe(ConnId(1), &req(&["fx.*", "fx.>"]), reply).unwrap();
+        e.subscribe(ConnId(1), &req(&["fx.*", "fx.>"]), reply)
+            .unwrap();
         e.publish(&t("fx.EUR"), b"{}").unwrap();
         e.publish(&t("fx.EUR.book"), b"{}").unwrap();
         e.publish(&t("eq.X"), b"{}").unwrap();
@@ -748,7 +760,9 @@ mod tests {
         });
         let o = conn(&e, 1);
         e.subscribe(ConnId(1), &req(&["a", "b"]), reply).unwrap();
-        let err = e.subscribe(ConnId(1), &req(&["a", "c"]), reply).unwrap_err();
+        let err = e
+            .subscribe(ConnId(1), &req(&["a", "c"]), reply)
+            .unwrap_err();
         assert_eq!(err, SubscribeError::TooMany { held: 3, limit: 2 });
         // Re-subscribing a held pattern is fine.
         e.subscribe(ConnId(1), &req(&["a"]), reply).unwrap();
@@ -771,7 +785,10 @@ mod tests {
         let got = take(&o);
         assert_eq!(
             got,
-            vec![format!(r#"{{"type":"status","topic":"a","state":"stale","since":{}}}"#, p.ts)]
+            vec![format!(
+                r#"{{"type":"status","topic":"a","state":"stale","since":{}}}"#,
+                p.ts
+            )]
         );
         e.publish(&t("a"), b"{}").unwrap();
         let got = take(&o);

@@ -87,9 +87,8 @@ pub(crate) async fn serve(
             tickwire_proto::now_ms(),
         ));
         let read = std::io::Cursor::new(pre).chain(r);
-        let reader = tokio::spawn(
-            reader::run(gw.clone(), conn.clone(), read, principal).in_current_span(),
-        );
+        let reader =
+            tokio::spawn(reader::run(gw.clone(), conn.clone(), read, principal).in_current_span());
         writer::run(&gw, &conn, w).await;
         // The writer is done with the socket: a reader still blocked on a dead
         // peer is stopped here (read_frame is not cancel safe, but nothing reads

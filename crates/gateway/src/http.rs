@@ -36,7 +36,12 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
 }
 
 /// `{"error":code,"message":..}` plus `"line":k` when given.
-pub(crate) fn json_error(status: StatusCode, code: &str, message: &str, line: Option<usize>) -> Response {
+pub(crate) fn json_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    line: Option<usize>,
+) -> Response {
     let mut s = String::from("{\"error\":");
     push_json_str(&mut s, code);
     s.push_str(",\"message\":");
@@ -74,15 +79,30 @@ pub(crate) async fn handle(
         ("/" | "/index.html", true, _) => {
             respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)
         }
-        ("/tickwire.js", true, _) => respond(StatusCode::OK, "text/javascript; charset=utf-8", TICKWIRE_JS),
-        ("/dashboard.js", true, _) => respond(StatusCode::OK, "text/javascript; charset=utf-8", DASHBOARD_JS),
-        ("/dashboard.css", true, _) => respond(StatusCode::OK, "text/css; charset=utf-8", DASHBOARD_CSS),
+        ("/tickwire.js", true, _) => respond(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            TICKWIRE_JS,
+        ),
+        ("/dashboard.js", true, _) => respond(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            DASHBOARD_JS,
+        ),
+        ("/dashboard.css", true, _) => {
+            respond(StatusCode::OK, "text/css; charset=utf-8", DASHBOARD_CSS)
+        }
         (
             "/ws" | "/api/publish" | "/api/topics" | "/api/snapshot" | "/metrics" | "/healthz"
             | "/" | "/index.html" | "/tickwire.js" | "/dashboard.js" | "/dashboard.css",
             _,
             _,
-        ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here", None),
+        ) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed here",
+            None,
+        ),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such path", None),
     };
     Ok(resp)
@@ -95,7 +115,9 @@ fn bearer(req: &Request<Incoming>) -> Result<Option<&str>, &'static str> {
     };
     let v = v.to_str().map_err(|_| "Authorization header is not text")?;
     match v.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Some(token.trim()))
         }
         _ => Err("Authorization must be 'Bearer <token>'"),
@@ -105,27 +127,54 @@ fn bearer(req: &Request<Incoming>) -> Result<Option<&str>, &'static str> {
 fn reject(gw: &Gateway, reason: &str, status: StatusCode, code: &str, message: &str) -> Response {
     gw.metrics
         .rejected_upgrades
-        .get_or_create(&ReasonLabel { reason: reason.into() })
+        .get_or_create(&ReasonLabel {
+            reason: reason.into(),
+        })
         .inc();
     json_error(status, code, message, None)
 }
 
 fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Response {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return json_error(StatusCode::UPGRADE_REQUIRED, "bad_request", "expected a WebSocket upgrade", None);
+        return json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_request",
+            "expected a WebSocket upgrade",
+            None,
+        );
     }
     let origin = req.headers().get(header::ORIGIN).map(|o| o.as_bytes());
     if !gw.auth.origin_allowed(origin) {
-        return reject(&gw, "origin", StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
+        return reject(
+            &gw,
+            "origin",
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "origin not allowed",
+        );
     }
     // Tokens in the URL are never honoured: only the header or the `auth` message.
     let principal = match bearer(&req) {
-        Err(m) => return reject(&gw, "unauthorized", StatusCode::UNAUTHORIZED, "unauthorized", m),
+        Err(m) => {
+            return reject(
+                &gw,
+                "unauthorized",
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                m,
+            );
+        }
         Ok(None) => None,
         Ok(Some(token)) => match gw.auth.verify(token) {
             Ok(p) => Some(p),
             Err(e) => {
-                return reject(&gw, "unauthorized", StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
+                return reject(
+                    &gw,
+                    "unauthorized",
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    &e.to_string(),
+                );
             }
         },
     };
@@ -169,7 +218,9 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
             // PROTOCOL.md: over max_connections, close with 1013 (try again later).
             gw.metrics
                 .rejected_upgrades
-                .get_or_create(&ReasonLabel { reason: "max_connections".into() })
+                .get_or_create(&ReasonLabel {
+                    reason: "max_connections".into(),
+                })
                 .inc();
             gw.metrics.close(1013);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
@@ -194,10 +245,19 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
     let unauthorized = |m: &str| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m, None);
     let principal: Principal = match bearer(&req) {
         Err(m) => return unauthorized(m),
-        Ok(None) => return unauthorized("publishing needs 'Authorization: Bearer <publisher key>'"),
+        Ok(None) => {
+            return unauthorized("publishing needs 'Authorization: Bearer <publisher key>'");
+        }
         Ok(Some(t)) => match gw.auth.verify(t) {
             Ok(p) if p.publish != Rights::None => p,
-            Ok(_) => return json_error(StatusCode::FORBIDDEN, "forbidden", "this token may not publish", None),
+            Ok(_) => {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this token may not publish",
+                    None,
+                );
+            }
             Err(e) => return unauthorized(&e.to_string()),
         },
     };
@@ -210,7 +270,10 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
             v.starts_with("application/x-ndjson") || v.starts_with("application/ndjson")
         })
         .unwrap_or(false);
-    let body = match Limited::new(req.into_body(), gw.cfg.max_http_body_bytes).collect().await {
+    let body = match Limited::new(req.into_body(), gw.cfg.max_http_body_bytes)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             let m = format!("body over {} bytes", gw.cfg.max_http_body_bytes);
@@ -227,7 +290,12 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         vec![(1, &body[..])]
     };
     if lines.is_empty() {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "empty body", Some(1));
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "empty body",
+            Some(1),
+        );
     }
     // Validate every line first: a bad line publishes nothing of the request.
     let mut scratch = Vec::new();
@@ -237,19 +305,38 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
             Ok(x) => x,
             Err(e) => {
                 gw.metrics.error(e.code.as_str());
-                return json_error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message, Some(*n));
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    e.code.as_str(),
+                    &e.message,
+                    Some(*n),
+                );
             }
         };
         let data = &line[range];
         if data.len() > gw.cfg.max_tick_bytes {
-            let m = format!("data is {} bytes, over max_tick_bytes {}", data.len(), gw.cfg.max_tick_bytes);
+            let m = format!(
+                "data is {} bytes, over max_tick_bytes {}",
+                data.len(),
+                gw.cfg.max_tick_bytes
+            );
             gw.metrics.error(ErrorCode::PayloadTooLarge.as_str());
-            return json_error(StatusCode::BAD_REQUEST, ErrorCode::PayloadTooLarge.as_str(), &m, Some(*n));
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::PayloadTooLarge.as_str(),
+                &m,
+                Some(*n),
+            );
         }
         if !principal.publish.allows_topic(&topic) {
             let m = format!("not allowed to publish to '{topic}'");
             gw.metrics.error(ErrorCode::Forbidden.as_str());
-            return json_error(StatusCode::FORBIDDEN, ErrorCode::Forbidden.as_str(), &m, Some(*n));
+            return json_error(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden.as_str(),
+                &m,
+                Some(*n),
+            );
         }
         parsed.push((topic, data));
     }
@@ -258,7 +345,12 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         match gw.engine.publish(topic, data) {
             Ok(p) => seqs.push(p.seq),
             Err(e) => {
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, "bad_request", &e.to_string(), Some(lines[i].0));
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "bad_request",
+                    &e.to_string(),
+                    Some(lines[i].0),
+                );
             }
         }
     }
@@ -283,7 +375,10 @@ fn topics(gw: &Gateway) -> Response {
             })
         })
         .collect();
-    json(StatusCode::OK, serde_json::json!({ "topics": rows }).to_string())
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "topics": rows }).to_string(),
+    )
 }
 
 fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
@@ -297,11 +392,23 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
         // Topics use no characters that need percent-decoding.
         match Topic::parse(t) {
             Ok(t) => topics.push(t),
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_topic", &e.to_string(), None),
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_topic",
+                    &e.to_string(),
+                    None,
+                );
+            }
         }
     }
     if topics.is_empty() {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "give ?topics=a,b", None);
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "give ?topics=a,b",
+            None,
+        );
     }
     let mut s = String::from("{\"snapshots\":[");
     for (i, snap) in gw.engine.snapshot(&topics).iter().enumerate() {

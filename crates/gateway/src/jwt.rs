@@ -40,12 +40,13 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Principal, AuthE
     v.validate_exp = false;
     v.leeway = 0;
     v.set_required_spec_claims(&["exp", "sub"]);
-    let data = decode::<Claims>(token, &DecodingKey::from_secret(secret), &v).map_err(|e| {
-        match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::Unknown,
-            _ => AuthError::Malformed(e.to_string()),
-        }
-    })?;
+    let data =
+        decode::<Claims>(token, &DecodingKey::from_secret(secret), &v).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::Unknown,
+                _ => AuthError::Malformed(e.to_string()),
+            }
+        })?;
     let c = data.claims;
     if c.exp <= now_s {
         return Err(AuthError::Expired);
@@ -66,7 +67,12 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123";
 
     fn token(claims: serde_json::Value, secret: &[u8]) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -83,8 +89,14 @@ mod tests {
         assert!(p.subscribe.allows(&pat("crypto.*")));
         assert!(!p.subscribe.allows(&pat(">")));
         assert!(!p.subscribe.allows(&pat("fx.*")));
-        assert!(p.publish.allows_topic(&tickwire_proto::Topic::parse("fx.EUR-USD").unwrap()));
-        assert!(!p.publish.allows_topic(&tickwire_proto::Topic::parse("fx.GBP-USD").unwrap()));
+        assert!(
+            p.publish
+                .allows_topic(&tickwire_proto::Topic::parse("fx.EUR-USD").unwrap())
+        );
+        assert!(
+            !p.publish
+                .allows_topic(&tickwire_proto::Topic::parse("fx.GBP-USD").unwrap())
+        );
     }
 
     #[test]
@@ -96,12 +108,24 @@ mod tests {
 
     #[test]
     fn bad_signature_algorithm_and_claims_are_refused() {
-        let t = token(serde_json::json!({"sub":"a","exp":2000}), b"another secret..");
+        let t = token(
+            serde_json::json!({"sub":"a","exp":2000}),
+            b"another secret..",
+        );
         assert_eq!(verify(&t, SECRET, 1000), Err(AuthError::Unknown));
         let t = token(serde_json::json!({"exp":2000}), SECRET);
-        assert!(matches!(verify(&t, SECRET, 1000), Err(AuthError::Malformed(_))));
-        let t = token(serde_json::json!({"sub":"a","exp":2000,"subscribe":["a..b"]}), SECRET);
-        assert!(matches!(verify(&t, SECRET, 1000), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            verify(&t, SECRET, 1000),
+            Err(AuthError::Malformed(_))
+        ));
+        let t = token(
+            serde_json::json!({"sub":"a","exp":2000,"subscribe":["a..b"]}),
+            SECRET,
+        );
+        assert!(matches!(
+            verify(&t, SECRET, 1000),
+            Err(AuthError::Malformed(_))
+        ));
         let hs512 = encode(
             &Header::new(Algorithm::HS512),
             &serde_json::json!({"sub":"a","exp":2000}),

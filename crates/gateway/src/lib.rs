@@ -128,7 +128,8 @@ impl Gateway {
     /// every connection (`shutdown`, Close 1001) and waits for them, at most
     /// `shutdown_timeout_ms`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        let sweeper = {
+        // Stale-topic sweeper; it stops with the shutdown token and the tracker waits for it.
+        {
             let gw = self.clone();
             self.tracker.spawn(async move {
                 let mut every =
@@ -140,8 +141,8 @@ impl Gateway {
                         _ = every.tick() => gw.engine.sweep_stale(tickwire_proto::now_ms()),
                     }
                 }
-            })
-        };
+            });
+        }
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -184,10 +185,12 @@ impl Gateway {
             });
         }
         drop(listener);
-        let _ = sweeper;
         self.tracker.close();
         let deadline = Duration::from_millis(self.cfg.shutdown_timeout_ms);
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 open = self.connection_count(),
                 "connections still open at the shutdown deadline"

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, EncodeLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -65,7 +65,12 @@ impl Collector for EngineCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.engine.stats();
         let r = Ordering::Relaxed;
-        counter(&mut enc, "tickwire_ticks_in", "Ticks accepted", s.ticks_in.load(r))?;
+        counter(
+            &mut enc,
+            "tickwire_ticks_in",
+            "Ticks accepted",
+            s.ticks_in.load(r),
+        )?;
         counter(
             &mut enc,
             "tickwire_deliveries",
@@ -91,7 +96,12 @@ impl Collector for EngineCollector {
             s.stale_events.load(r),
         )?;
         let (conns, subs) = self.engine.subscription_counts();
-        gauge(&mut enc, "tickwire_subscriptions", "Patterns held", subs as i64)?;
+        gauge(
+            &mut enc,
+            "tickwire_subscriptions",
+            "Patterns held",
+            subs as i64,
+        )?;
         gauge(
             &mut enc,
             "tickwire_engine_connections",
@@ -126,16 +136,32 @@ impl Metrics {
             buffered_bytes_max: Arc::new(AtomicI64::new(0)),
             registry: Registry::default(),
         };
-        registry.register("tickwire_connections", "Open WebSocket connections", m.connections.clone());
+        registry.register(
+            "tickwire_connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
         registry.register(
             "tickwire_connections_accepted",
             "WebSocket connections accepted",
             m.connections_total.clone(),
         );
-        registry.register("tickwire_frames_out", "Frames written to clients", m.frames_out.clone());
-        registry.register("tickwire_bytes_out", "Bytes written to clients", m.bytes_out.clone());
+        registry.register(
+            "tickwire_frames_out",
+            "Frames written to clients",
+            m.frames_out.clone(),
+        );
+        registry.register(
+            "tickwire_bytes_out",
+            "Bytes written to clients",
+            m.bytes_out.clone(),
+        );
         registry.register("tickwire_errors", "Error replies by code", m.errors.clone());
-        registry.register("tickwire_closes", "Connections closed, by close code", m.closes.clone());
+        registry.register(
+            "tickwire_closes",
+            "Connections closed, by close code",
+            m.closes.clone(),
+        );
         registry.register(
             "tickwire_slow_consumer_closes",
             "Connections closed as slow consumers, by reason",
@@ -174,13 +200,17 @@ impl Metrics {
 
     pub fn error(&self, code: &str) {
         self.errors
-            .get_or_create(&CodeLabel { code: code.to_owned() })
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
             .inc();
     }
 
     pub fn close(&self, code: u16) {
         self.closes
-            .get_or_create(&CodeLabel { code: code.to_string() })
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
             .inc();
     }
 

@@ -116,7 +116,8 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
 ) {
     // The write half fastwebsockets pairs with it is unused: the writer task
     // owns the socket's write side and frames its own output.
-    let (mut ws, _) = fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
+    let (mut ws, _) =
+        fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
     // fastwebsockets refuses a frame of `len >= max`: one more byte so that
@@ -148,11 +149,9 @@ impl Reader {
         ws: &mut WebSocketRead<S>,
     ) -> Option<(u16, &'static str)> {
         let mut frag: Option<(BytesMut, usize)> = None;
-        let auth_deadline = self
-            .gw
-            .auth
-            .required()
-            .then(|| tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms));
+        let auth_deadline = self.gw.auth.required().then(|| {
+            tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms)
+        });
         // With auto-pong and auto-close off, fastwebsockets has nothing to send.
         let mut no_send = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
         loop {
@@ -177,7 +176,9 @@ impl Reader {
                 OpCode::Text | OpCode::Binary if frag.is_some() => {
                     return Some((code::PROTOCOL, "new message inside a fragmented one"));
                 }
-                OpCode::Binary => return Some((code::UNSUPPORTED, "binary frames are not accepted")),
+                OpCode::Binary => {
+                    return Some((code::UNSUPPORTED, "binary frames are not accepted"));
+                }
                 OpCode::Text if frame.fin => {
                     let payload = frame.payload;
                     if let Some(c) = self.on_text(&payload) {
@@ -264,7 +265,11 @@ impl Reader {
                 Ok(()) => {}
                 Err(true) => return Some((code::FLOOD, "flooding")),
                 Err(false) => {
-                    self.error(msg_id(&msg), ErrorCode::RateLimited, "over 100 control messages per second");
+                    self.error(
+                        msg_id(&msg),
+                        ErrorCode::RateLimited,
+                        "over 100 control messages per second",
+                    );
                     return None;
                 }
             }
@@ -293,7 +298,11 @@ impl Reader {
                 };
                 let id = s.id;
                 let res = self.gw.engine.subscribe(self.conn.id, &req, |recovered| {
-                    encode::subscribed(id.as_ref(), req.patterns.iter().map(|p| p.as_str()), recovered)
+                    encode::subscribed(
+                        id.as_ref(),
+                        req.patterns.iter().map(|p| p.as_str()),
+                        recovered,
+                    )
                 });
                 match res {
                     Ok(()) => {}
@@ -306,15 +315,25 @@ impl Reader {
             }
             ClientMsg::Unsubscribe { id, patterns } => {
                 self.gw.engine.unsubscribe(self.conn.id, &patterns);
-                self.reply(encode::unsubscribed(id.as_ref(), patterns.iter().map(|p| p.as_str())));
+                self.reply(encode::unsubscribed(
+                    id.as_ref(),
+                    patterns.iter().map(|p| p.as_str()),
+                ));
             }
             ClientMsg::Publish { id, topic, data } => {
                 let principal = self.principal.as_ref().expect("set above");
                 if !principal.publish.allows_topic(&topic) {
                     let (code, m) = if principal.publish == crate::auth::Rights::None {
-                        (ErrorCode::Unauthorized, "publishing needs a publisher key or a token with publish rights".to_owned())
+                        (
+                            ErrorCode::Unauthorized,
+                            "publishing needs a publisher key or a token with publish rights"
+                                .to_owned(),
+                        )
                     } else {
-                        (ErrorCode::Forbidden, format!("not allowed to publish to '{topic}'"))
+                        (
+                            ErrorCode::Forbidden,
+                            format!("not allowed to publish to '{topic}'"),
+                        )
                     };
                     self.error(id.as_ref(), code, &m);
                     return None;

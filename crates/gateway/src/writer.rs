@@ -58,7 +58,9 @@ fn reason_label(reason: SlowReason) -> &'static str {
 fn slow_close(gw: &Gateway, reason: &'static str) {
     gw.metrics
         .slow_consumers
-        .get_or_create(&ReasonLabel { reason: reason.into() })
+        .get_or_create(&ReasonLabel {
+            reason: reason.into(),
+        })
         .inc();
     tracing::info!(reason, "slow consumer");
 }

@@ -24,14 +24,27 @@ export const DEFAULT_MAX_HZ = 4;
 // Pure helpers
 
 /**
- * Decimals to show for a price: about six significant digits, chosen once
- * per topic (from its first price) so the column does not jitter.
+ * Decimals that a number was sent with, as far as JSON keeps them (a
+ * trailing zero is lost: 64012.50 arrives as 64012.5). The dashboard shows
+ * each topic with the most decimals seen in its price, bid and ask so far,
+ * which soon settles on the venue's own precision.
  */
-export function decimalsFor(price) {
-  if (!Number.isFinite(price) || price === 0) return 2;
-  const magnitude = Math.floor(Math.log10(Math.abs(price)));
-  return Math.min(8, Math.max(0, 5 - magnitude));
+export function fractionDigits(value) {
+  if (typeof value !== 'number' || !Number.isFinite(value)) return 0;
+  const text = String(value);
+  const exp = text.indexOf('e');
+  if (exp >= 0) {
+    // 1.5e-7: the mantissa's decimals plus the exponent
+    const mantissa = text.slice(0, exp);
+    const dot = mantissa.indexOf('.');
+    return Math.max(0, (dot >= 0 ? mantissa.length - dot - 1 : 0) - Number(text.slice(exp + 1)));
+  }
+  const dot = text.indexOf('.');
+  return dot >= 0 ? text.length - dot - 1 : 0;
 }
+
+/** Most decimals ever shown: beyond that a float's noise digits would show. */
+export const MAX_DECIMALS = 8;
 
 /** `value` with `decimals` places, or an em dash when there is none. */
 export function formatNumber(value, decimals) {
@@ -180,11 +193,12 @@ class Dashboard {
     const m = this.model(msg.topic);
     const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
     const price = priceOf(data);
+    for (const v of [data.price, data.bid, data.ask]) {
+      const digits = fractionDigits(v);
+      if (digits > m.decimals) m.decimals = Math.min(MAX_DECIMALS, digits);
+    }
     if (price !== null) {
-      if (m.first === null) {
-        m.first = price;
-        m.decimals = decimalsFor(price);
-      }
+      if (m.first === null) m.first = price;
       // Flash only on a live move, not on the first value or a snapshot.
       if (isTick && m.price !== null && price !== m.price) m.flash = price > m.price ? 'up' : 'down';
       m.price = price;
@@ -308,7 +322,7 @@ class Dashboard {
         topic,
         first: null, // first price this page saw: the base of the change columns
         price: null,
-        decimals: 2,
+        decimals: 0, // see fractionDigits
         bid: null,
         ask: null,
         ts: null,

@@ -196,9 +196,9 @@ fn subscribe(id: Option<Id>, v: &BorrowedValue<'_>) -> Result<ClientMsg, ParseEr
     match v.get("since") {
         None | Some(BorrowedValue::Static(StaticNode::Null)) => {}
         Some(obj) => {
-            let obj = obj.as_object().ok_or_else(|| {
-                bad(&id, "field 'since' must be an object of topic to seq")
-            })?;
+            let obj = obj
+                .as_object()
+                .ok_or_else(|| bad(&id, "field 'since' must be an object of topic to seq"))?;
             for (k, seq) in obj.iter() {
                 let topic = Topic::parse(k).map_err(|e| {
                     ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
@@ -231,9 +231,8 @@ fn publish_fields(
             .as_str()
             .ok_or_else(|| bad(id, "field 'topic' must be a string"))?,
     };
-    let topic = Topic::parse(topic).map_err(|e| {
-        ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
-    })?;
+    let topic = Topic::parse(topic)
+        .map_err(|e| ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string()))?;
     match v.get("data") {
         None => return Err(bad(id, "missing field 'data'")),
         Some(d) if !d.is_object() => {
@@ -241,8 +240,7 @@ fn publish_fields(
         }
         Some(_) => {}
     }
-    let data = member_span(input, "data")
-        .ok_or_else(|| bad(id, "missing field 'data'"))?;
+    let data = member_span(input, "data").ok_or_else(|| bad(id, "missing field 'data'"))?;
     Ok((topic, data))
 }
 
@@ -251,11 +249,14 @@ fn publish_fields(
 ///
 /// # Errors
 /// [`ParseError`] with the code to report for this line.
-pub fn parse_publish(input: &[u8], scratch: &mut Vec<u8>) -> Result<(Topic, Range<usize>), ParseError> {
+pub fn parse_publish(
+    input: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(Topic, Range<usize>), ParseError> {
     scratch.clear();
     scratch.extend_from_slice(input);
-    let v = simd_json::to_borrowed_value(scratch)
-        .map_err(|e| bad(&None, format!("not JSON: {e}")))?;
+    let v =
+        simd_json::to_borrowed_value(scratch).map_err(|e| bad(&None, format!("not JSON: {e}")))?;
     if !v.is_object() {
         return Err(bad(&None, "a message must be a JSON object"));
     }
@@ -279,8 +280,8 @@ pub fn parse_publish(input: &[u8], scratch: &mut Vec<u8>) -> Result<(Topic, Rang
 pub fn parse_client(input: &[u8], scratch: &mut Vec<u8>) -> Result<ClientMsg, ParseError> {
     scratch.clear();
     scratch.extend_from_slice(input);
-    let v = simd_json::to_borrowed_value(scratch)
-        .map_err(|e| bad(&None, format!("not JSON: {e}")))?;
+    let v =
+        simd_json::to_borrowed_value(scratch).map_err(|e| bad(&None, format!("not JSON: {e}")))?;
     if !v.is_object() {
         return Err(bad(&None, "a message must be a JSON object"));
     }

@@ -205,7 +205,12 @@ mod tests {
     #[test]
     fn frames_match_the_protocol() {
         assert_eq!(
-            s(tick("crypto.BTC-USD", 1042, 1764131520150, br#"{"price":64012.50}"#)),
+            s(tick(
+                "crypto.BTC-USD",
+                1042,
+                1764131520150,
+                br#"{"price":64012.50}"#
+            )),
             r#"{"type":"tick","topic":"crypto.BTC-USD","seq":1042,"ts":1764131520150,"data":{"price":64012.50}}"#
         );
         assert_eq!(

@@ -246,7 +246,9 @@ mod tests {
             Topic::parse("a."),
             Err(TopicError::EmptySegment { segment: 2, .. })
         ));
-        for bad in ["a b", "a/b", "a$", "é", "a\u{0}", "a+b", "a#", "a,b", "\"", "a\\b"] {
+        for bad in [
+            "a b", "a/b", "a$", "é", "a\u{0}", "a+b", "a#", "a,b", "\"", "a\\b",
+        ] {
             assert!(
                 matches!(Topic::parse(bad), Err(TopicError::BadChar { .. })),
                 "{bad:?} should be refused"

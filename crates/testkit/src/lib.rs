@@ -17,9 +17,9 @@ use tickwire_engine::{Engine, EngineConfig};
 use tickwire_gateway::{Gateway, GatewayConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -44,12 +44,16 @@ impl TestServer {
     }
 
     /// A server whose settings `tune` may change first.
-    pub async fn start_with(tune: impl FnOnce(&mut EngineConfig, &mut GatewayConfig)) -> TestServer {
+    pub async fn start_with(
+        tune: impl FnOnce(&mut EngineConfig, &mut GatewayConfig),
+    ) -> TestServer {
         let mut ecfg = EngineConfig::default();
         let mut gcfg = GatewayConfig::default();
         gcfg.auth.publisher_keys.push(KEY.into());
         tune(&mut ecfg, &mut gcfg);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         gcfg.listen = addr;
         let engine = Arc::new(Engine::new(ecfg));
@@ -93,7 +97,10 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t).await.expect("server stops in time").expect("server task");
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("server stops in time")
+                .expect("server task");
         }
     }
 
@@ -156,7 +163,9 @@ impl Client {
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
             .await
             .map_err(|_| {
-                tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other("connect timed out"))
+                tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other(
+                    "connect timed out",
+                ))
             })??;
         Ok(Client { ws })
     }
@@ -197,7 +206,9 @@ impl Client {
                 Ok(Some(Ok(m))) => m,
             };
             match m {
-                Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sent JSON")),
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(&t).expect("server sent JSON"));
+                }
                 Message::Close(c) => panic!("closed: {c:?}"),
                 _ => continue,
             }
@@ -308,14 +319,19 @@ pub async fn http(
             .and_then(|c| c.parse().ok())
             .expect("status line");
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_owned()
         };
         (status, body)
     };
-    tokio::time::timeout(WAIT, fut).await.expect("HTTP request in time")
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("HTTP request in time")
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -357,7 +373,10 @@ pub async fn publish_http(addr: SocketAddr, topic: &str, data: Value) -> u64 {
         addr,
         "POST",
         "/api/publish",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         body.as_bytes(),
     )
     .await;
@@ -369,12 +388,16 @@ pub async fn publish_http(addr: SocketAddr, topic: &str, data: Value) -> u64 {
 /// A TCP socket with a small receive buffer (set before connect, so the window
 /// is small from the handshake on), upgraded to WebSocket.
 pub async fn small_rcvbuf_client(addr: SocketAddr, rcvbuf: usize) -> Client {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
     sock.set_nonblocking(true).expect("nonblocking");
     let std_sock: std::net::TcpStream = sock.into();
     let sock = tokio::net::TcpSocket::from_std_stream(std_sock);
-    let stream = tokio::time::timeout(WAIT, sock.connect(addr)).await.expect("connect in time").expect("connect");
+    let stream = tokio::time::timeout(WAIT, sock.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
     let url = format!("ws://{addr}/ws");
     let (ws, _) = tokio::time::timeout(
         WAIT,

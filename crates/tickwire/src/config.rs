@@ -57,13 +57,19 @@ pub struct Overrides {
 }
 
 fn strings(v: &toml::Value, key: &str, file: &Path) -> Result<Vec<String>> {
-    let arr = v
-        .as_array()
-        .with_context(|| format!("key `{key}` in {}: expected an array of strings", file.display()))?;
+    let arr = v.as_array().with_context(|| {
+        format!(
+            "key `{key}` in {}: expected an array of strings",
+            file.display()
+        )
+    })?;
     arr.iter()
         .map(|s| {
             s.as_str().map(str::to_owned).with_context(|| {
-                format!("key `{key}` in {}: expected an array of strings", file.display())
+                format!(
+                    "key `{key}` in {}: expected an array of strings",
+                    file.display()
+                )
             })
         })
         .collect()
@@ -97,7 +103,9 @@ impl Config {
         if o.no_demo_feed {
             c.demo_feed = false;
         }
-        c.auth.publisher_keys.extend(o.publisher_keys.iter().cloned());
+        c.auth
+            .publisher_keys
+            .extend(o.publisher_keys.iter().cloned());
         c.validate()?;
         Ok(c)
     }
@@ -115,12 +123,18 @@ impl Config {
                         format!("key `listen` in {}: expected \"ADDR:PORT\"", path.display())
                     })?;
                     self.listen = s.parse().with_context(|| {
-                        format!("key `listen` in {}: '{s}' is not an address like 127.0.0.1:8080", path.display())
+                        format!(
+                            "key `listen` in {}: '{s}' is not an address like 127.0.0.1:8080",
+                            path.display()
+                        )
                     })?;
                 }
                 "demo_feed" => {
                     self.demo_feed = value.as_bool().with_context(|| {
-                        format!("key `demo_feed` in {}: expected true or false", path.display())
+                        format!(
+                            "key `demo_feed` in {}: expected true or false",
+                            path.display()
+                        )
                     })?;
                 }
                 "limits" => {
@@ -132,7 +146,10 @@ impl Config {
                             bail!("key `limits.{k}` in {}: unknown setting", path.display());
                         };
                         let n = v.as_integer().filter(|n| *n >= 0).with_context(|| {
-                            format!("key `limits.{k}` in {}: expected a whole number >= 0", path.display())
+                            format!(
+                                "key `limits.{k}` in {}: expected a whole number >= 0",
+                                path.display()
+                            )
                         })?;
                         self.limits.insert(name, n as u64);
                     }
@@ -147,11 +164,15 @@ impl Config {
                                 self.auth.publisher_keys = strings(v, "auth.publisher_keys", path)?
                             }
                             "allowed_origins" => {
-                                self.auth.allowed_origins = strings(v, "auth.allowed_origins", path)?
+                                self.auth.allowed_origins =
+                                    strings(v, "auth.allowed_origins", path)?
                             }
                             "jwt_secret" => {
                                 let s = v.as_str().with_context(|| {
-                                    format!("key `auth.jwt_secret` in {}: expected a string", path.display())
+                                    format!(
+                                        "key `auth.jwt_secret` in {}: expected a string",
+                                        path.display()
+                                    )
                                 })?;
                                 self.auth.jwt_secret = Some(s.to_owned());
                             }
@@ -161,7 +182,10 @@ impl Config {
                 }
                 "feeds" => {
                     let arr = value.as_array().with_context(|| {
-                        format!("key `feeds` in {}: expected [[feeds]] tables", path.display())
+                        format!(
+                            "key `feeds` in {}: expected [[feeds]] tables",
+                            path.display()
+                        )
                     })?;
                     self.feeds = arr.clone();
                 }
@@ -190,9 +214,12 @@ impl Config {
             self.auth.jwt_secret = Some(v);
         }
         if let Some(v) = env("TICKWIRE_PUBLISHER_KEYS") {
-            self.auth
-                .publisher_keys
-                .extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+            self.auth.publisher_keys.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
         Ok(())
     }
@@ -207,18 +234,34 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let l = |k: &str| self.limit(k);
         if l("soft_limit_bytes") >= l("hard_limit_bytes") {
-            bail!("key `limits.soft_limit_bytes`{}: must be below hard_limit_bytes", self.where_());
+            bail!(
+                "key `limits.soft_limit_bytes`{}: must be below hard_limit_bytes",
+                self.where_()
+            );
         }
-        for k in ["heartbeat_ms", "write_timeout_ms", "max_tick_bytes", "max_message_bytes", "max_connections", "max_topics"] {
+        for k in [
+            "heartbeat_ms",
+            "write_timeout_ms",
+            "max_tick_bytes",
+            "max_message_bytes",
+            "max_connections",
+            "max_topics",
+        ] {
             if l(k) == 0 {
                 bail!("key `limits.{k}`{}: must be above 0", self.where_());
             }
         }
         if l("max_tick_bytes") > l("max_message_bytes") {
-            bail!("key `limits.max_tick_bytes`{}: must not exceed max_message_bytes", self.where_());
+            bail!(
+                "key `limits.max_tick_bytes`{}: must not exceed max_message_bytes",
+                self.where_()
+            );
         }
         if matches!(&self.auth.jwt_secret, Some(s) if s.len() < 16) {
-            bail!("key `auth.jwt_secret`{}: use at least 16 bytes", self.where_());
+            bail!(
+                "key `auth.jwt_secret`{}: use at least 16 bytes",
+                self.where_()
+            );
         }
         Ok(())
     }
@@ -231,7 +274,8 @@ impl Config {
         EngineConfig {
             history_per_topic: self.limit("history_per_topic") as usize,
             stale_after_ms: self.limit("stale_after_ms"),
-            max_subscriptions_per_connection: self.limit("max_subscriptions_per_connection") as usize,
+            max_subscriptions_per_connection: self.limit("max_subscriptions_per_connection")
+                as usize,
             max_topics: self.limit("max_topics") as usize,
             outbox: OutboxConfig {
                 soft_limit_bytes: self.limit("soft_limit_bytes") as usize,
@@ -283,7 +327,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("c{}.toml", text.len()));
         std::fs::write(&path, text).unwrap();
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         Config::load(
             &Overrides {
                 config: Some(path),
@@ -295,7 +342,11 @@ mod tests {
 
     #[test]
     fn file_then_env() {
-        let c = load_file("[limits]\nheartbeat_ms = 2000\nstale_after_ms = 7\n", &[("TICKWIRE_HEARTBEAT_MS", "1000")]).unwrap();
+        let c = load_file(
+            "[limits]\nheartbeat_ms = 2000\nstale_after_ms = 7\n",
+            &[("TICKWIRE_HEARTBEAT_MS", "1000")],
+        )
+        .unwrap();
         assert_eq!(c.limit("heartbeat_ms"), 1000);
         assert_eq!(c.limit("stale_after_ms"), 7);
         assert_eq!(c.limit("history_per_topic"), 1024);
@@ -303,13 +354,30 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_the_file() {
-        let e = load_file("[limits]\nheartbeat_msx = 1\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("limits.heartbeat_msx") && e.contains(".toml"), "{e}");
-        let e = load_file("[limits]\nheartbeat_ms = \"fast\"\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("limits.heartbeat_ms") && e.contains("whole number"), "{e}");
-        let e = load_file("", &[("TICKWIRE_MAX_TICK_BYTES", "lots")]).unwrap_err().to_string();
+        let e = load_file("[limits]\nheartbeat_msx = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.heartbeat_msx") && e.contains(".toml"),
+            "{e}"
+        );
+        let e = load_file("[limits]\nheartbeat_ms = \"fast\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.heartbeat_ms") && e.contains("whole number"),
+            "{e}"
+        );
+        let e = load_file("", &[("TICKWIRE_MAX_TICK_BYTES", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("TICKWIRE_MAX_TICK_BYTES"), "{e}");
-        let e = load_file("[limits]\nsoft_limit_bytes = 10\nhard_limit_bytes = 5\n", &[]).unwrap_err().to_string();
+        let e = load_file(
+            "[limits]\nsoft_limit_bytes = 10\nhard_limit_bytes = 5\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("soft_limit_bytes"), "{e}");
     }
 

@@ -28,10 +28,10 @@ pub struct Feed {
 /// # Errors
 /// A message naming the file, the feed's position and the bad field.
 pub fn configure(config: &Config) -> Result<Vec<Feed>> {
-    let file = config
-        .source
-        .as_ref()
-        .map_or_else(|| "the configuration".to_owned(), |p| p.display().to_string());
+    let file = config.source.as_ref().map_or_else(
+        || "the configuration".to_owned(),
+        |p| p.display().to_string(),
+    );
     let mut cfgs = Vec::new();
     for (i, v) in config.feeds.iter().enumerate() {
         let cfg: FeedConfig = v
@@ -68,16 +68,24 @@ fn spawn_feed(cfg: FeedConfig, ctx: FeedContext) -> Result<JoinHandle<()>, Start
 /// # Errors
 /// A feed that cannot start (a bad recording); one that cannot connect is
 /// retried by the feed itself and never fails here.
-pub fn start(feeds: &[Feed], engine: Arc<Engine>, shutdown: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
+pub fn start(
+    feeds: &[Feed],
+    engine: Arc<Engine>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>> {
     let sink: Arc<dyn TickSink> = engine;
     feeds
         .iter()
         .map(|f| {
             let ctx = FeedContext::new(sink.clone(), shutdown.child_token(), f.stats.clone());
-            spawn_feed(f.cfg.clone(), ctx).with_context(|| format!("feed '{}' cannot start", f.name))
+            spawn_feed(f.cfg.clone(), ctx)
+                .with_context(|| format!("feed '{}' cannot start", f.name))
         })
         .collect()
 }
+
+/// Reads one gauge's value from a feed's counters.
+type GaugeOf = fn(&tickwire_feed::FeedStatsSnapshot) -> i64;
 
 /// `/metrics` for feeds: `tickwire_feed_<counter>_total{feed=..}` and more.
 #[derive(Debug)]
@@ -92,23 +100,33 @@ impl Collector for FeedCollector {
         for (i, (counter, _)) in first.counters().iter().enumerate() {
             let name = format!("tickwire_feed_{counter}");
             let help = format!("Feed {}", counter.replace('_', " "));
-            let mut m = enc.encode_descriptor(&name, &help, None, ConstCounter::new(0u64).metric_type())?;
+            let mut m =
+                enc.encode_descriptor(&name, &help, None, ConstCounter::new(0u64).metric_type())?;
             for (feed, s) in &snaps {
                 let labels = [("feed", feed.as_str())];
                 ConstCounter::new(s.counters()[i].1).encode(m.encode_family(&labels)?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&tickwire_feed::FeedStatsSnapshot) -> i64); 3] = [
-            ("tickwire_feed_connected", "1 while the feed is connected", |s| s.connected as i64),
+        let gauges: [(&str, &str, GaugeOf); 3] = [
+            (
+                "tickwire_feed_connected",
+                "1 while the feed is connected",
+                |s| s.connected as i64,
+            ),
             (
                 "tickwire_feed_ingest_latency_ms",
                 "Publish time minus the venue's source_ts, last tick",
                 |s| s.last_latency_ms,
             ),
-            ("tickwire_feed_last_tick_ms", "Wall time of the last tick", |s| s.last_tick_ms as i64),
+            (
+                "tickwire_feed_last_tick_ms",
+                "Wall time of the last tick",
+                |s| s.last_tick_ms as i64,
+            ),
         ];
         for (name, help, get) in gauges {
-            let mut m = enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            let mut m =
+                enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
             for (feed, s) in &snaps {
                 let labels = [("feed", feed.as_str())];
                 ConstGauge::new(get(s)).encode(m.encode_family(&labels)?)?;

@@ -114,7 +114,12 @@ async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let feeds = feeds::configure(&config)?;
-    let collector = feeds::FeedCollector(feeds.iter().map(|f| (f.name.clone(), f.stats.clone())).collect());
+    let collector = feeds::FeedCollector(
+        feeds
+            .iter()
+            .map(|f| (f.name.clone(), f.stats.clone()))
+            .collect(),
+    );
     let gateway = Gateway::new(config.gateway(), engine.clone(), shutdown.clone(), |r| {
         r.register_collector(Box::new(collector))
     });
