@@ -3,7 +3,11 @@
 mod auth;
 mod backpressure;
 mod errors;
+mod heartbeat;
 mod http_api;
+mod hygiene;
 mod protocol;
 mod recovery;
 mod shutdown;
+mod sockets;
+mod stale;

@@ -24,8 +24,10 @@ pub(crate) struct Ctl {
     pub pong: Option<Bytes>,
     /// Close with this code and reason.
     pub close: Option<(u16, &'static str)>,
-    /// The reader has stopped: the peer sent Close, or the stream ended.
+    /// The reader has stopped reading.
     pub reader_done: bool,
+    /// The stream ended cleanly (the peer sent its FIN, or the socket is gone).
+    pub eof: bool,
     /// The peer's Close frame arrived.
     pub peer_closed: bool,
 }

@@ -170,7 +170,7 @@ impl Gateway {
                 };
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
+                    .header_read_timeout(Duration::from_millis(gw.cfg.header_read_timeout_ms))
                     .max_buf_size(64 * 1024)
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();

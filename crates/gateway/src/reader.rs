@@ -130,24 +130,63 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
         principal,
         scratch: Vec::new(),
     };
-    let close = r.read_loop(&mut ws).await;
-    let mut ctl = r.conn.ctl.lock();
-    if let Some(c) = close
-        && ctl.close.is_none()
+    let end = r.read_loop(&mut ws).await;
     {
-        ctl.close = Some(c);
+        let mut ctl = r.conn.ctl.lock();
+        if let Some(c) = end.close
+            && ctl.close.is_none()
+        {
+            ctl.close = Some(c);
+        }
+        ctl.eof |= end.eof;
     }
+    r.conn.ctl_notify.notify_one();
+    let mut eof = end.eof;
+    if !end.eof && !r.conn.ctl.lock().peer_closed {
+        // We are closing: discard frames until the peer's Close or the end of
+        // the stream (RFC 6455 5.5.1). The writer stops us after its close timeout.
+        let mut no_send = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+        loop {
+            match ws.read_frame(&mut no_send).await {
+                Ok(f) if f.opcode == OpCode::Close => {
+                    r.conn.ctl.lock().peer_closed = true;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    eof = close_code_for(&e).is_none();
+                    break;
+                }
+            }
+        }
+    }
+    let mut ctl = r.conn.ctl.lock();
+    ctl.eof |= eof;
     ctl.reader_done = true;
     drop(ctl);
     r.conn.ctl_notify.notify_one();
 }
 
+/// How reading ended.
+struct ReadEnd {
+    /// The close to send, if any.
+    close: Option<(u16, &'static str)>,
+    /// The stream itself ended.
+    eof: bool,
+}
+
+impl ReadEnd {
+    fn close(code: u16, reason: &'static str) -> ReadEnd {
+        ReadEnd {
+            close: Some((code, reason)),
+            eof: false,
+        }
+    }
+}
+
 impl Reader {
-    /// Reads until the connection ends; returns the close to send, if any.
-    async fn read_loop<S: AsyncRead + Unpin>(
-        &mut self,
-        ws: &mut WebSocketRead<S>,
-    ) -> Option<(u16, &'static str)> {
+    /// Reads until the connection ends or must be closed.
+    async fn read_loop<S: AsyncRead + Unpin>(&mut self, ws: &mut WebSocketRead<S>) -> ReadEnd {
         let mut frag: Option<(BytesMut, usize)> = None;
         let auth_deadline = self.gw.auth.required().then(|| {
             tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms)
@@ -160,29 +199,37 @@ impl Reader {
                 // Cancelling read_frame is safe here: on timeout nothing reads again.
                 (Some(deadline), None) => match tokio::time::timeout_at(deadline, read).await {
                     Ok(r) => r,
-                    Err(_) => return Some((code::UNAUTHORIZED, "auth timeout")),
+                    Err(_) => return ReadEnd::close(code::UNAUTHORIZED, "auth timeout"),
                 },
                 _ => read.await,
             };
             let mut frame = match res {
                 Ok(f) => f,
-                Err(e) => return close_code_for(&e).map(|c| (c, "protocol error")),
+                Err(e) => {
+                    return match close_code_for(&e) {
+                        Some(c) => ReadEnd::close(c, "protocol error"),
+                        None => ReadEnd {
+                            close: None,
+                            eof: true,
+                        },
+                    };
+                }
             };
             self.conn.touch();
             if !is_masked(&mut frame) {
-                return Some((code::PROTOCOL, "unmasked client frame"));
+                return ReadEnd::close(code::PROTOCOL, "unmasked client frame");
             }
             match frame.opcode {
                 OpCode::Text | OpCode::Binary if frag.is_some() => {
-                    return Some((code::PROTOCOL, "new message inside a fragmented one"));
+                    return ReadEnd::close(code::PROTOCOL, "new message inside a fragmented one");
                 }
                 OpCode::Binary => {
-                    return Some((code::UNSUPPORTED, "binary frames are not accepted"));
+                    return ReadEnd::close(code::UNSUPPORTED, "binary frames are not accepted");
                 }
                 OpCode::Text if frame.fin => {
                     let payload = frame.payload;
-                    if let Some(c) = self.on_text(&payload) {
-                        return Some(c);
+                    if let Some((c, r)) = self.on_text(&payload) {
+                        return ReadEnd::close(c, r);
                     }
                 }
                 OpCode::Text => {
@@ -192,23 +239,23 @@ impl Reader {
                 }
                 OpCode::Continuation => {
                     let Some((buf, n)) = frag.as_mut() else {
-                        return Some((code::PROTOCOL, "continuation without a message"));
+                        return ReadEnd::close(code::PROTOCOL, "continuation without a message");
                     };
                     *n += 1;
                     if buf.len() + frame.payload.len() > self.gw.cfg.max_message_bytes {
-                        return Some((code::TOO_BIG, "message too big"));
+                        return ReadEnd::close(code::TOO_BIG, "message too big");
                     }
                     if *n > self.gw.cfg.max_fragments {
-                        return Some((code::TOO_BIG, "too many fragments"));
+                        return ReadEnd::close(code::TOO_BIG, "too many fragments");
                     }
                     buf.extend_from_slice(&frame.payload);
                     if frame.fin {
                         let (buf, _) = frag.take().expect("checked above");
                         if std::str::from_utf8(&buf).is_err() {
-                            return Some((code::INVALID_DATA, "invalid UTF-8"));
+                            return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
                         }
-                        if let Some(c) = self.on_text(&buf) {
-                            return Some(c);
+                        if let Some((c, r)) = self.on_text(&buf) {
+                            return ReadEnd::close(c, r);
                         }
                     }
                 }
@@ -217,12 +264,15 @@ impl Reader {
                     self.conn.ctl_notify.notify_one();
                 }
                 OpCode::Pong => {}
-                OpCode::Close => return self.on_close(&frame.payload),
+                OpCode::Close => {
+                    let (c, r) = self.on_close(&frame.payload);
+                    return ReadEnd::close(c, r);
+                }
             }
         }
     }
 
-    fn on_close(&self, payload: &[u8]) -> Option<(u16, &'static str)> {
+    fn on_close(&self, payload: &[u8]) -> (u16, &'static str) {
         let reply = match payload.len() {
             0 => (code::NORMAL, ""),
             1 => (code::PROTOCOL, "bad close frame"),
@@ -239,7 +289,7 @@ impl Reader {
             }
         };
         self.conn.ctl.lock().peer_closed = true;
-        Some(reply)
+        reply
     }
 
     fn reply(&self, frame: bytes::Bytes) {

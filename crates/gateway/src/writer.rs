@@ -140,7 +140,7 @@ pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
             if let Some((code, reason)) = ctl.close {
                 break End::Close(code, reason);
             }
-            if ctl.reader_done {
+            if ctl.eof {
                 break End::Gone;
             }
             if let Some(p) = ctl.pong.take() {
@@ -272,24 +272,31 @@ async fn finish(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf, end: End) {
         reset(&w);
         return;
     }
-    // Wait for the reader to see the peer's Close (or the stream end).
-    loop {
-        let done = {
+    // Wait for the reader to see the peer's Close, or the stream to end.
+    let clean = loop {
+        let (done, clean) = {
             let ctl = conn.ctl.lock();
-            ctl.reader_done || ctl.peer_closed
+            (
+                ctl.reader_done || ctl.peer_closed,
+                ctl.peer_closed || ctl.eof,
+            )
         };
         if done {
-            break;
+            break clean;
         }
         if tokio::time::timeout_at(deadline, conn.ctl_notify.notified())
             .await
             .is_err()
         {
-            reset(&w);
-            return;
+            break false;
         }
+    };
+    if clean {
+        // Handshake done (or the peer already sent FIN): close with a FIN.
+        let _ = tokio::time::timeout_at(deadline, w.shutdown()).await;
+    } else {
+        reset(&w);
     }
-    let _ = tokio::time::timeout_at(deadline, w.shutdown()).await;
 }
 
 fn reset(w: &OwnedWriteHalf) {

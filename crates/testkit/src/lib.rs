@@ -6,6 +6,9 @@
 //! * [`TestServer`]: engine + gateway on an ephemeral port, shut down on drop
 //! * [`Client`]: JSON over WebSocket, `recv` with a timeout, close codes
 //! * [`http`]: one request, one response
+//! * [`raw`]: a hand-made WebSocket client for hostile frames
+
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -181,6 +184,11 @@ impl Client {
 
     pub async fn send_text(&mut self, s: &str) {
         self.ws.send(Message::text(s)).await.expect("send");
+    }
+
+    /// Sends unless the connection is gone (a flood the broker cut off).
+    pub async fn try_send(&mut self, v: Value) -> bool {
+        self.ws.send(Message::text(v.to_string())).await.is_ok()
     }
 
     pub async fn send_raw(&mut self, m: Message) {

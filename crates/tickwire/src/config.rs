@@ -30,6 +30,7 @@ pub const LIMITS: &[(&str, u64)] = &[
     ("max_topics", 100_000),
     ("max_fragments", 1024),
     ("max_http_body_bytes", 4_194_304),
+    ("header_read_timeout_ms", 10_000),
     ("close_timeout_ms", 2_000),
     ("shutdown_timeout_ms", 5_000),
 ];
@@ -298,6 +299,7 @@ impl Config {
             max_connections_per_ip: self.limit("max_connections_per_ip") as usize,
             socket_send_buffer_bytes: self.limit("socket_send_buffer_bytes") as usize,
             max_http_body_bytes: self.limit("max_http_body_bytes") as usize,
+            header_read_timeout_ms: self.limit("header_read_timeout_ms"),
             close_timeout_ms: self.limit("close_timeout_ms"),
             shutdown_timeout_ms: self.limit("shutdown_timeout_ms"),
             auth: self.auth.clone(),
