@@ -10,7 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub struct EngineConfig {
     /// Topics the broker will create; a publish to a new topic past it is refused.
     /// Bounds memory against a publisher that invents topics.
     pub max_topics: usize,
+    /// Clustered: `tick` and `snapshot` frames name their topic's epoch, since
+    /// ticks from other nodes keep the epoch of the node that accepted them.
+    pub frames_carry_epoch: bool,
     pub outbox: OutboxConfig,
 }
 
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             stale_after_ms: 10_000,
             max_subscriptions_per_connection: 1024,
             max_topics: 100_000,
+            frames_carry_epoch: false,
             outbox: OutboxConfig::default(),
         }
     }
@@ -78,7 +82,42 @@ pub struct SubscribeRequest {
     pub max_hz: Option<f64>,
     pub since: Vec<(Topic, u64)>,
     pub epoch: Option<String>,
+    /// Per-topic epochs, overriding `epoch` for the topics they name.
+    pub epochs: Vec<(Topic, String)>,
 }
+
+/// A tick accepted by this node, as handed to the replicator.
+#[derive(Debug, Clone, Copy)]
+pub struct Replicated<'a> {
+    pub topic: &'a Topic,
+    pub epoch: &'a str,
+    pub seq: u64,
+    pub ts: u64,
+    /// The publisher's JSON object, byte for byte.
+    pub data: &'a [u8],
+}
+
+/// Called for every tick accepted by this node, in seq order per topic, under
+/// the topic's lock: it must be quick and must not block (hand off to a
+/// bounded queue).
+pub type Replicator = Box<dyn Fn(&Replicated<'_>) + Send + Sync>;
+
+/// What [`Engine::apply_remote`] did with a tick from another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOutcome {
+    /// The next seq of the topic's epoch: delivered.
+    Applied,
+    /// Seen already (or older): dropped.
+    Duplicate,
+    /// Delivered, but `missed` ticks of this epoch never arrived.
+    Gap { missed: u64 },
+    /// The topic moved to another node's epoch; `conflict` when this node had
+    /// published to it within [`CONFLICT_WINDOW_MS`] (two nodes publishing at once).
+    NewEpoch { conflict: bool },
+}
+
+/// Two nodes publishing the same topic within this window is reported as a conflict.
+pub const CONFLICT_WINDOW_MS: u64 = 2_000;
 
 /// A row of `GET /api/topics`.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +134,8 @@ pub struct TopicInfo {
 #[derive(Debug, Clone)]
 pub struct TopicSnapshot {
     pub topic: Topic,
+    /// The epoch the seq belongs to.
+    pub epoch: Arc<str>,
     pub seq: u64,
     pub ts: u64,
     /// The publisher's JSON object, byte for byte.
@@ -117,8 +158,13 @@ struct Last {
     data: Range<usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SlotInner {
+    /// The epoch of the node whose seq space the topic is in.
+    epoch: Arc<str>,
+    /// When this node last accepted a tick for the topic, and when a peer did (ms).
+    last_local_ms: u64,
+    last_remote_ms: u64,
     seq: u64,
     last: Option<Last>,
     /// (seq, tick frame), oldest first; at most `history_per_topic`.
@@ -129,6 +175,25 @@ struct SlotInner {
     window_start_ms: u64,
     window_count: u64,
     rate_hz: f64,
+}
+
+impl SlotInner {
+    fn new(epoch: Arc<str>) -> SlotInner {
+        SlotInner {
+            epoch,
+            last_local_ms: 0,
+            last_remote_ms: 0,
+            seq: 0,
+            last: None,
+            history: VecDeque::new(),
+            subs: Vec::new(),
+            index: HashMap::new(),
+            stale: false,
+            window_start_ms: 0,
+            window_count: 0,
+            rate_hz: 0.0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -159,12 +224,18 @@ struct Registry {
 }
 
 /// The topic registry and fan-out.
-#[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
     epoch: Arc<str>,
     reg: RwLock<Registry>,
     stats: Arc<EngineStats>,
+    replicator: OnceLock<Replicator>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("epoch", &self.epoch).finish_non_exhaustive()
+    }
 }
 
 fn new_epoch() -> String {
@@ -225,10 +296,15 @@ impl SlotInner {
         }
     }
 
-    fn snapshot_frame(&self, topic: &str) -> Option<Bytes> {
-        self.last
-            .as_ref()
-            .map(|l| encode::snapshot(topic, l.seq, l.ts, &l.frame[l.data.clone()]))
+    fn snapshot_frame(&self, topic: &str, with_epoch: bool) -> Option<Bytes> {
+        self.last.as_ref().map(|l| {
+            let data = &l.frame[l.data.clone()];
+            if with_epoch {
+                encode::snapshot_in(topic, &self.epoch, l.seq, l.ts, data)
+            } else {
+                encode::snapshot(topic, l.seq, l.ts, data)
+            }
+        })
     }
 }
 
@@ -239,7 +315,16 @@ impl Engine {
             epoch: new_epoch().into(),
             reg: RwLock::new(Registry::default()),
             stats: Arc::new(EngineStats::default()),
+            replicator: OnceLock::new(),
         }
+    }
+
+    /// Installs the hook that sends this node's ticks to its peers (once).
+    ///
+    /// # Errors
+    /// Gives the hook back when one is installed already.
+    pub fn set_replicator(&self, r: Replicator) -> Result<(), Replicator> {
+        self.replicator.set(r)
     }
 
     /// The sequence space of this engine: new on every start.
@@ -301,11 +386,63 @@ impl Engine {
                 return Ok(self.publish_to(slot, data));
             }
         }
-        let slot = self.create_topic(topic)?;
+        let slot = self.create_topic(topic, &self.epoch)?;
         Ok(self.publish_to(&slot, data))
     }
 
-    fn create_topic(&self, topic: &Topic) -> Result<Arc<Slot>, PublishError> {
+    fn slot(&self, topic: &Topic, epoch: &Arc<str>) -> Result<Arc<Slot>, PublishError> {
+        if let Some(slot) = self.reg.read().by_name.get(topic.as_str()) {
+            return Ok(slot.clone());
+        }
+        self.create_topic(topic, epoch)
+    }
+
+    /// Delivers a tick another node accepted, keeping its epoch, seq and ts.
+    ///
+    /// # Errors
+    /// [`PublishError::TooManyTopics`] when the topic is new and the registry is full.
+    pub fn apply_remote(
+        &self,
+        topic: &Topic,
+        epoch: &str,
+        seq: u64,
+        ts: u64,
+        data: &[u8],
+    ) -> Result<RemoteOutcome, PublishError> {
+        let epoch: Arc<str> = Arc::from(epoch);
+        let slot = self.slot(topic, &epoch)?;
+        let mut s = slot.inner.lock();
+        let outcome = if *s.epoch == *epoch {
+            if seq <= s.seq && s.last.is_some() {
+                self.stats.remote_duplicates.fetch_add(1, Ordering::Relaxed);
+                return Ok(RemoteOutcome::Duplicate);
+            }
+            if seq > s.seq + 1 && s.last.is_some() {
+                let missed = seq - s.seq - 1;
+                self.stats.remote_gaps.fetch_add(missed, Ordering::Relaxed);
+                tracing::warn!(topic = %topic, epoch = %epoch, missed, "ticks from a peer were lost");
+                RemoteOutcome::Gap { missed }
+            } else {
+                RemoteOutcome::Applied
+            }
+        } else {
+            let now = tickwire_proto::now_ms();
+            let conflict = s.last_local_ms > 0 && now.saturating_sub(s.last_local_ms) < CONFLICT_WINDOW_MS;
+            if conflict {
+                self.stats.epoch_conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %topic, ours = %s.epoch, theirs = %epoch, "two nodes publish this topic at once");
+            }
+            s.epoch = epoch;
+            RemoteOutcome::NewEpoch { conflict }
+        };
+        s.last_remote_ms = tickwire_proto::now_ms();
+        s.seq = seq;
+        self.fan_out(&slot, &mut s, seq, ts, data);
+        self.stats.remote_applied.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    fn create_topic(&self, topic: &Topic, epoch: &Arc<str>) -> Result<Arc<Slot>, PublishError> {
         let mut reg = self.reg.write();
         if let Some(slot) = reg.by_name.get(topic.as_str()) {
             return Ok(slot.clone());
@@ -317,7 +454,7 @@ impl Engine {
         let slot = Arc::new(Slot {
             id,
             topic: topic.clone(),
-            inner: Mutex::new(SlotInner::default()),
+            inner: Mutex::new(SlotInner::new(epoch.clone())),
         });
         let reg = &mut *reg;
         {
@@ -344,12 +481,41 @@ impl Engine {
 
     fn publish_to(&self, slot: &Slot, data: &[u8]) -> Published {
         let ts = tickwire_proto::now_ms();
-        let now = Instant::now();
         let mut s = slot.inner.lock();
+        if s.epoch != self.epoch {
+            // This node takes the topic over from the peer whose epoch it was in.
+            if s.last_remote_ms > 0 && ts.saturating_sub(s.last_remote_ms) < CONFLICT_WINDOW_MS {
+                self.stats.epoch_conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %slot.topic, ours = %self.epoch, theirs = %s.epoch, "two nodes publish this topic at once");
+            }
+            s.epoch = self.epoch.clone();
+        }
+        s.last_local_ms = ts;
         s.seq += 1;
         let seq = s.seq;
+        self.fan_out(slot, &mut s, seq, ts, data);
+        if let Some(r) = self.replicator.get() {
+            r(&Replicated {
+                topic: &slot.topic,
+                epoch: &self.epoch,
+                seq,
+                ts,
+                data,
+            });
+        }
+        Published { seq, ts }
+    }
+
+    /// Encodes the tick once, keeps it as last value and in history, and hands
+    /// it to every subscriber. `s.seq` is already `seq`.
+    fn fan_out(&self, slot: &Slot, s: &mut SlotInner, seq: u64, ts: u64, data: &[u8]) {
+        let now = Instant::now();
         let topic = slot.topic.as_str();
-        let frame = encode::tick(topic, seq, ts, data);
+        let frame = if self.cfg.frames_carry_epoch {
+            encode::tick_in(topic, &s.epoch, seq, ts, data)
+        } else {
+            encode::tick(topic, seq, ts, data)
+        };
         let data_at = frame.len() - 1 - data.len()..frame.len() - 1;
         if self.cfg.history_per_topic > 0 {
             if s.history.len() >= self.cfg.history_per_topic {
@@ -382,14 +548,12 @@ impl Engine {
             }
         }
         for sub in &s.subs {
-            sub.outbox
-                .push_tick(slot.id, frame.clone(), now, sub.interval);
+            sub.outbox.push_tick(slot.id, frame.clone(), now, sub.interval);
         }
         self.stats.ticks_in.fetch_add(1, Ordering::Relaxed);
         self.stats
             .deliveries
             .fetch_add(s.subs.len() as u64, Ordering::Relaxed);
-        Published { seq, ts }
     }
 
     /// Adds `req.patterns` to `conn`'s subscriptions and queues, in this order:
@@ -458,8 +622,7 @@ impl Engine {
                 }
             }
         }
-        let epoch_ok = req.epoch.as_deref() == Some(&*self.epoch);
-        let asked_recovery = req.epoch.is_some() || !req.since.is_empty();
+        let asked_recovery = req.epoch.is_some() || !req.epochs.is_empty() || !req.since.is_empty();
         let mut recovered = true;
         let now = Instant::now();
         for id in matched {
@@ -475,6 +638,13 @@ impl Engine {
                 .map(|(_, seq)| *seq);
             let mut send_snapshot = req.snapshot;
             if let Some(since) = since {
+                let want = req
+                    .epochs
+                    .iter()
+                    .find(|(t, _)| t.as_str() == topic)
+                    .map(|(_, e)| e.as_str())
+                    .or(req.epoch.as_deref());
+                let epoch_ok = want == Some(&*s.epoch);
                 let oldest = s.history.front().map_or(s.seq + 1, |(q, _)| *q);
                 if epoch_ok && since <= s.seq && since + 1 >= oldest {
                     let mut n = 0;
@@ -491,7 +661,7 @@ impl Engine {
                     send_snapshot = true;
                 }
             }
-            if send_snapshot && let Some(f) = s.snapshot_frame(topic) {
+            if send_snapshot && let Some(f) = s.snapshot_frame(topic, self.cfg.frames_carry_epoch) {
                 cs.outbox.push_tick(id, f, now, interval);
             }
             if s.stale
@@ -510,7 +680,9 @@ impl Engine {
                 recovered = false;
             }
         }
-        if !epoch_ok && asked_recovery {
+        // An epoch with nothing in `since` claims "I saw nothing of this broker":
+        // true only for this broker's own epoch.
+        if req.since.is_empty() && req.epoch.as_deref().is_some_and(|e| e != &*self.epoch) {
             recovered = false;
         }
         let frame = reply(asked_recovery.then_some(recovered));
@@ -609,6 +781,7 @@ impl Engine {
                 let l = s.last.as_ref()?;
                 Some(TopicSnapshot {
                     topic: slot.topic.clone(),
+                    epoch: s.epoch.clone(),
                     seq: l.seq,
                     ts: l.ts,
                     data: l.frame.slice(l.data.clone()),
@@ -820,5 +993,74 @@ mod tests {
             e.publish(&t("b"), b"{}"),
             Err(PublishError::TooManyTopics(1))
         );
+    }
+
+    #[test]
+    fn remote_ticks_keep_their_epoch_seq_and_ts() {
+        let e = Engine::new(EngineConfig {
+            frames_carry_epoch: true,
+            ..Default::default()
+        });
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["r.*"]), reply).unwrap();
+        let a = t("r.a");
+        assert_eq!(e.apply_remote(&a, "nodeA", 7, 1000, b"{}").unwrap(), RemoteOutcome::Applied);
+        assert_eq!(e.apply_remote(&a, "nodeA", 7, 1000, b"{}").unwrap(), RemoteOutcome::Duplicate);
+        assert_eq!(
+            e.apply_remote(&a, "nodeA", 10, 1001, b"{}").unwrap(),
+            RemoteOutcome::Gap { missed: 2 }
+        );
+        let got = take(&o);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1], r#"{"type":"tick","topic":"r.a","epoch":"nodeA","seq":7,"ts":1000,"data":{}}"#);
+        // A local publish takes the topic over into this node's epoch, seq going on.
+        let p = e.publish(&a, b"{}").unwrap();
+        assert_eq!(p.seq, 11);
+        assert!(take(&o)[0].contains(&format!(r#""epoch":"{}","seq":11"#, e.epoch())));
+        assert_eq!(e.stats().epoch_conflicts.load(Ordering::Relaxed), 1, "A published a moment ago");
+        assert!(matches!(
+            e.apply_remote(&a, "nodeA", 12, 1002, b"{}").unwrap(),
+            RemoteOutcome::NewEpoch { conflict: true }
+        ));
+    }
+
+    #[test]
+    fn the_replicator_sees_local_ticks_in_order_and_not_remote_ones() {
+        let e = Engine::new(EngineConfig::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        e.set_replicator(Box::new(move |r| {
+            s2.lock().push((r.topic.to_string(), r.epoch.to_owned(), r.seq, r.data.to_vec()))
+        }))
+        .map_err(|_| ())
+        .unwrap();
+        e.publish(&t("x"), br#"{"a":1}"#).unwrap();
+        e.apply_remote(&t("y"), "peer", 1, 5, b"{}").unwrap();
+        e.publish(&t("x"), br#"{"a":2}"#).unwrap();
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].2, seen[1].2), (1, 2));
+        assert_eq!(seen[0].1, e.epoch());
+        assert_eq!(seen[1].3, br#"{"a":2}"#.to_vec());
+    }
+
+    #[test]
+    fn recovery_uses_the_topics_own_epoch() {
+        let e = Engine::new(EngineConfig::default());
+        for seq in 1..=5 {
+            e.apply_remote(&t("c.a"), "nodeA", seq, seq, b"{}").unwrap();
+        }
+        let o = conn(&e, 1);
+        let mut r = req(&["c.a"]);
+        r.epochs = vec![(t("c.a"), "nodeA".into())];
+        r.since = vec![(t("c.a"), 3)];
+        e.subscribe(ConnId(1), &r, reply).unwrap();
+        let got = take(&o);
+        assert_eq!(got[0], "subscribed Some(true)");
+        assert_eq!(got.len(), 3, "seq 4 and 5 replayed: {got:?}");
+        let o2 = conn(&e, 2);
+        r.epochs = vec![(t("c.a"), "nodeB".into())];
+        e.subscribe(ConnId(2), &r, reply).unwrap();
+        assert_eq!(take(&o2)[0], "subscribed Some(false)");
     }
 }

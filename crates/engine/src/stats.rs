@@ -15,4 +15,12 @@ pub struct EngineStats {
     pub replayed: AtomicU64,
     /// Topics that went stale.
     pub stale_events: AtomicU64,
+    /// Ticks from other nodes delivered here.
+    pub remote_applied: AtomicU64,
+    /// Ticks from other nodes already seen.
+    pub remote_duplicates: AtomicU64,
+    /// Ticks of another node's epoch that never arrived.
+    pub remote_gaps: AtomicU64,
+    /// Times two nodes published the same topic at once.
+    pub epoch_conflicts: AtomicU64,
 }

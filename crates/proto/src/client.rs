@@ -92,6 +92,9 @@ pub struct Subscribe {
     pub since: Vec<(Topic, u64)>,
     /// Recovery: the epoch those seqs belong to.
     pub epoch: Option<String>,
+    /// Recovery on a cluster: per-topic epochs (`"epochs":{"topic":"epoch"}`),
+    /// overriding `epoch` for the topics they name.
+    pub epochs: Vec<(Topic, String)>,
 }
 
 /// One parsed client message.
@@ -210,6 +213,24 @@ fn subscribe(id: Option<Id>, v: &BorrowedValue<'_>) -> Result<ClientMsg, ParseEr
             }
         }
     }
+    let mut epochs = Vec::new();
+    match v.get("epochs") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => {}
+        Some(obj) => {
+            let obj = obj
+                .as_object()
+                .ok_or_else(|| bad(&id, "field 'epochs' must be an object of topic to epoch"))?;
+            for (k, e) in obj.iter() {
+                let topic = Topic::parse(k).map_err(|e| {
+                    ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
+                })?;
+                let e = e
+                    .as_str()
+                    .ok_or_else(|| bad(&id, format!("epochs['{k}'] must be a string")))?;
+                epochs.push((topic, e.to_owned()));
+            }
+        }
+    }
     Ok(ClientMsg::Subscribe(Subscribe {
         id,
         patterns,
@@ -217,6 +238,7 @@ fn subscribe(id: Option<Id>, v: &BorrowedValue<'_>) -> Result<ClientMsg, ParseEr
         max_hz,
         since,
         epoch,
+        epochs,
     }))
 }
 

@@ -36,12 +36,18 @@ fn id_field(b: &mut BytesMut, id: Option<&Id>) {
     }
 }
 
-fn value_frame(kind: &str, topic: &str, seq: u64, ts: u64, data: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(48 + kind.len() + topic.len() + data.len());
+fn value_frame(kind: &str, topic: &str, epoch: Option<&str>, seq: u64, ts: u64, data: &[u8]) -> Bytes {
+    let extra = epoch.map_or(0, |e| e.len() + 12);
+    let mut b = BytesMut::with_capacity(48 + kind.len() + topic.len() + extra + data.len());
     b.put_slice(b"{\"type\":\"");
     b.put_slice(kind.as_bytes());
     b.put_slice(b"\",\"topic\":\"");
     b.put_slice(topic.as_bytes());
+    if let Some(e) = epoch {
+        // Epochs are ours (hex, or a peer node's, checked on receipt): no escaping needed.
+        b.put_slice(b"\",\"epoch\":\"");
+        b.put_slice(e.as_bytes());
+    }
     b.put_slice(b"\",\"seq\":");
     num(&mut b, seq);
     b.put_slice(b",\"ts\":");
@@ -54,12 +60,27 @@ fn value_frame(kind: &str, topic: &str, seq: u64, ts: u64, data: &[u8]) -> Bytes
 
 /// `{"type":"tick",...}` with `data` spliced in byte for byte.
 pub fn tick(topic: &str, seq: u64, ts: u64, data: &[u8]) -> Bytes {
-    value_frame("tick", topic, seq, ts, data)
+    value_frame("tick", topic, None, seq, ts, data)
 }
 
 /// `{"type":"snapshot",...}`: the last value of a topic.
 pub fn snapshot(topic: &str, seq: u64, ts: u64, data: &[u8]) -> Bytes {
-    value_frame("snapshot", topic, seq, ts, data)
+    value_frame("snapshot", topic, None, seq, ts, data)
+}
+
+/// A `tick` that names its topic's epoch (clustered brokers, docs/protocol.md).
+pub fn tick_in(topic: &str, epoch: &str, seq: u64, ts: u64, data: &[u8]) -> Bytes {
+    value_frame("tick", topic, Some(epoch), seq, ts, data)
+}
+
+/// A `snapshot` that names its topic's epoch (clustered brokers).
+pub fn snapshot_in(topic: &str, epoch: &str, seq: u64, ts: u64, data: &[u8]) -> Bytes {
+    value_frame("snapshot", topic, Some(epoch), seq, ts, data)
+}
+
+/// An epoch is safe to splice into a frame: 1 to 64 bytes of `A-Z a-z 0-9 _ -`.
+pub fn valid_epoch(e: &str) -> bool {
+    !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `{"type":"status","topic":..,"state":"stale"|"live","since":..}`.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tickwire_engine::{EngineConfig, OutboxConfig};
-use tickwire_gateway::{AuthConfig, GatewayConfig};
+use tickwire_gateway::{AuthConfig, GatewayConfig, TlsConfig};
 
 /// `[limits]` keys and their defaults. The first twelve are PROTOCOL.md's;
 /// the rest are tickwire's own (docs/configuration.md).
@@ -46,6 +46,8 @@ pub struct Config {
     pub feeds: Vec<toml::Value>,
     /// Where the file came from, for error messages.
     pub source: Option<PathBuf>,
+    /// `--tls-cert` + `--tls-key`, loaded and checked at start.
+    pub tls: Option<TlsConfig>,
 }
 
 /// What the command line can set.
@@ -55,6 +57,8 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     pub no_demo_feed: bool,
     pub publisher_keys: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 fn strings(v: &toml::Value, key: &str, file: &Path) -> Result<Vec<String>> {
@@ -85,6 +89,7 @@ impl Config {
             demo_feed: true,
             feeds: Vec::new(),
             source: None,
+            tls: None,
         }
     }
 
@@ -107,6 +112,14 @@ impl Config {
         c.auth
             .publisher_keys
             .extend(o.publisher_keys.iter().cloned());
+        c.tls = match (&o.tls_cert, &o.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                TlsConfig::from_pem_files(cert, key)
+                    .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?,
+            ),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
         c.validate()?;
         Ok(c)
     }
@@ -278,6 +291,7 @@ impl Config {
             max_subscriptions_per_connection: self.limit("max_subscriptions_per_connection")
                 as usize,
             max_topics: self.limit("max_topics") as usize,
+            frames_carry_epoch: false,
             outbox: OutboxConfig {
                 soft_limit_bytes: self.limit("soft_limit_bytes") as usize,
                 hard_limit_bytes: self.limit("hard_limit_bytes") as usize,
@@ -303,6 +317,7 @@ impl Config {
             close_timeout_ms: self.limit("close_timeout_ms"),
             shutdown_timeout_ms: self.limit("shutdown_timeout_ms"),
             auth: self.auth.clone(),
+            tls: self.tls.clone(),
             ..GatewayConfig::default()
         }
     }
