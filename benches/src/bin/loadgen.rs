@@ -82,6 +82,8 @@ mod nats;
 mod publisher;
 #[path = "loadgen/scan.rs"]
 mod scan;
+#[path = "loadgen/scrape.rs"]
+mod scrape;
 #[path = "loadgen/stats.rs"]
 mod stats;
 #[path = "loadgen/subscriber.rs"]
@@ -443,6 +445,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let progress = !args.quiet;
 
     // 1. Subscribers.
+    // The broker's own count of 4001 closes (`slow`): a stuck client may be
+    // reset before it can read the Close frame.
+    let count_closes = scenario == Scenario::Slow && !args.nats;
+    let closes_before = if count_closes {
+        scrape::fetch(&sh.target).await
+    } else {
+        None
+    };
     let before = probe.now();
     let connect_started = Instant::now();
     let mut sub_tasks = Vec::with_capacity(args.subs);
@@ -617,9 +627,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = tokio::time::timeout_at(close_deadline, t).await;
     }
 
+    let closes_4001 = match (&closes_before, count_closes) {
+        (Some(b), true) => scrape::fetch(&sh.target).await.map(|a| {
+            let code = "code=\"4001\"";
+            scrape::sum(&a, "tickwire_closes", code) - scrape::sum(b, "tickwire_closes", code)
+        }),
+        _ => None,
+    };
+
     let report = Report {
         args: &args,
         sh: &sh,
+        closes_4001,
         connect_s,
         before,
         connected,
@@ -732,6 +751,8 @@ fn mb(kb: u64) -> String {
 struct Report<'a> {
     args: &'a Args,
     sh: &'a Shared,
+    /// 4001 closes the broker counted during the run (from `/metrics`).
+    closes_4001: Option<f64>,
     connect_s: f64,
     before: Point,
     connected: Point,
@@ -750,6 +771,17 @@ impl Report<'_> {
 
     fn cpu(&self, pick: impl Fn(&Point) -> Option<ProcSample>) -> Option<f64> {
         Some(pick(&self.end)?.cpu_s - pick(&self.start)?.cpu_s)
+    }
+
+    /// Slow subscribers the broker ended, however they saw it (Close frame,
+    /// EOF, or reset).
+    fn slow_closed(&self) -> u64 {
+        let endings = self.sh.stats.slow_endings.borrow();
+        endings
+            .iter()
+            .filter(|(k, _)| k.as_str() != "still open")
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn rss_per_conn_bytes(&self) -> Option<f64> {
@@ -851,11 +883,18 @@ impl Report<'_> {
         if a.scenario == Scenario::Slow {
             let _ = writeln!(
                 s,
-                "slow subs   {} connected, {} ticks read at the end, ended: {:?}",
+                "slow subs   {} connected, {} ended by the broker, {} ticks read at the end; as seen: {:?}",
                 st.slow_ok.get(),
+                self.slow_closed(),
                 st.slow_ticks.get(),
                 st.slow_endings.borrow()
             );
+            if let Some(n) = self.closes_4001 {
+                let _ = writeln!(
+                    s,
+                    "            broker /metrics: {n} closes with 4001 during the run"
+                );
+            }
         }
         if let Some(b) = self.after.broker {
             let cpu = self.cpu(|p| p.broker).unwrap_or(0.0);
@@ -869,7 +908,7 @@ impl Report<'_> {
                 mb(b.hwm_kb),
                 b.threads
             );
-            if let Some(per) = self.rss_per_conn_bytes() {
+            if let (Some(per), Scenario::Conns) = (self.rss_per_conn_bytes(), a.scenario) {
                 let _ = writeln!(s, "rss/conn    {:.0} bytes", per);
             }
         }
@@ -949,7 +988,9 @@ impl Report<'_> {
             f.extend([
                 ("slow", json!(a.slow)),
                 ("slow_ok", json!(st.slow_ok.get())),
+                ("slow_closed", json!(self.slow_closed())),
                 ("slow_closed_4001", json!(closed_4001)),
+                ("broker_closes_4001", json!(self.closes_4001)),
                 ("slow_endings", endings(&st.slow_endings)),
             ]);
         }
