@@ -2,6 +2,7 @@
 
 mod auth;
 mod backpressure;
+mod conformance;
 mod errors;
 mod heartbeat;
 mod http_api;
@@ -11,3 +12,4 @@ mod recovery;
 mod shutdown;
 mod sockets;
 mod stale;
+mod tls;

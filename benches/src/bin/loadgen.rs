@@ -148,6 +148,10 @@ struct Args {
     /// Broker WebSocket URL (ws:// only).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
+    /// Publishers connect here instead of `--url` (another node of a cluster:
+    /// subscribers on one node, publishers on another).
+    #[arg(long)]
+    pub_url: Option<String>,
     /// Publisher key, sent as `Authorization: Bearer` on the publishers' upgrade.
     #[arg(long, env = "TICKWIRE_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -254,6 +258,8 @@ impl Opts {
 /// State every task of the run shares (one thread: no locks).
 pub struct Shared {
     pub target: Target,
+    /// Where publishers connect (`--pub-url`, else `target`).
+    pub pub_target: Target,
     pub opts: Opts,
     pub keys: Keys,
     pub stats: Stats,
@@ -392,6 +398,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("loadgen: warning: {wanted} sockets wanted but RLIMIT_NOFILE is {nofile}");
     }
     let target = Target::resolve(&args.url).await?;
+    let pub_target = match &args.pub_url {
+        Some(u) => Target::resolve(u).await?,
+        None => target.clone(),
+    };
     let probe = Probe {
         broker_pid: args.broker_pid.map(|p| p.to_string()),
     };
@@ -412,6 +422,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let sh = Rc::new(Shared {
         target,
+        pub_target,
         opts: Opts {
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             drain: Duration::from_secs_f64(args.drain),
@@ -944,6 +955,7 @@ impl Report<'_> {
         let mut f: Vec<(&str, serde_json::Value)> = vec![
             ("scenario", json!(a.scenario.name())),
             ("url", json!(a.url)),
+            ("pub_url", json!(a.pub_url.as_deref().unwrap_or(&a.url))),
             ("subs", json!(a.subs)),
             ("topics", json!(a.topics)),
             ("per_sub", json!(a.per_sub)),

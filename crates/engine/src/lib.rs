@@ -19,8 +19,8 @@ mod stats;
 
 pub use outbox::{Drain, Entry, Outbox, OutboxConfig, SlowReason, wire_len};
 pub use registry::{
-    Engine, EngineConfig, PublishError, Published, SubscribeError, SubscribeRequest, TopicInfo,
-    TopicSnapshot,
+    CONFLICT_WINDOW_MS, Engine, EngineConfig, PublishError, Published, RemoteOutcome, Replicated,
+    Replicator, SubscribeError, SubscribeRequest, TopicInfo, TopicSnapshot,
 };
 pub use stats::EngineStats;
 

@@ -10,8 +10,8 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -234,7 +234,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -421,18 +423,24 @@ impl Engine {
                 let missed = seq - s.seq - 1;
                 self.stats.remote_gaps.fetch_add(missed, Ordering::Relaxed);
                 tracing::warn!(topic = %topic, epoch = %epoch, missed, "ticks from a peer were lost");
+                // The history must stay contiguous: a recovery from before the
+                // hole would replay across it and claim `recovered: true`.
+                s.history.clear();
                 RemoteOutcome::Gap { missed }
             } else {
                 RemoteOutcome::Applied
             }
         } else {
             let now = tickwire_proto::now_ms();
-            let conflict = s.last_local_ms > 0 && now.saturating_sub(s.last_local_ms) < CONFLICT_WINDOW_MS;
+            let conflict =
+                s.last_local_ms > 0 && now.saturating_sub(s.last_local_ms) < CONFLICT_WINDOW_MS;
             if conflict {
                 self.stats.epoch_conflicts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = %topic, ours = %s.epoch, theirs = %epoch, "two nodes publish this topic at once");
             }
             s.epoch = epoch;
+            // The old epoch's ticks are another seq space: never replay them as this one's.
+            s.history.clear();
             RemoteOutcome::NewEpoch { conflict }
         };
         s.last_remote_ms = tickwire_proto::now_ms();
@@ -548,7 +556,8 @@ impl Engine {
             }
         }
         for sub in &s.subs {
-            sub.outbox.push_tick(slot.id, frame.clone(), now, sub.interval);
+            sub.outbox
+                .push_tick(slot.id, frame.clone(), now, sub.interval);
         }
         self.stats.ticks_in.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -1004,20 +1013,33 @@ mod tests {
         let o = conn(&e, 1);
         e.subscribe(ConnId(1), &req(&["r.*"]), reply).unwrap();
         let a = t("r.a");
-        assert_eq!(e.apply_remote(&a, "nodeA", 7, 1000, b"{}").unwrap(), RemoteOutcome::Applied);
-        assert_eq!(e.apply_remote(&a, "nodeA", 7, 1000, b"{}").unwrap(), RemoteOutcome::Duplicate);
+        assert_eq!(
+            e.apply_remote(&a, "nodeA", 7, 1000, b"{}").unwrap(),
+            RemoteOutcome::Applied
+        );
+        assert_eq!(
+            e.apply_remote(&a, "nodeA", 7, 1000, b"{}").unwrap(),
+            RemoteOutcome::Duplicate
+        );
         assert_eq!(
             e.apply_remote(&a, "nodeA", 10, 1001, b"{}").unwrap(),
             RemoteOutcome::Gap { missed: 2 }
         );
         let got = take(&o);
         assert_eq!(got.len(), 3);
-        assert_eq!(got[1], r#"{"type":"tick","topic":"r.a","epoch":"nodeA","seq":7,"ts":1000,"data":{}}"#);
+        assert_eq!(
+            got[1],
+            r#"{"type":"tick","topic":"r.a","epoch":"nodeA","seq":7,"ts":1000,"data":{}}"#
+        );
         // A local publish takes the topic over into this node's epoch, seq going on.
         let p = e.publish(&a, b"{}").unwrap();
         assert_eq!(p.seq, 11);
         assert!(take(&o)[0].contains(&format!(r#""epoch":"{}","seq":11"#, e.epoch())));
-        assert_eq!(e.stats().epoch_conflicts.load(Ordering::Relaxed), 1, "A published a moment ago");
+        assert_eq!(
+            e.stats().epoch_conflicts.load(Ordering::Relaxed),
+            1,
+            "A published a moment ago"
+        );
         assert!(matches!(
             e.apply_remote(&a, "nodeA", 12, 1002, b"{}").unwrap(),
             RemoteOutcome::NewEpoch { conflict: true }
@@ -1030,7 +1052,12 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         e.set_replicator(Box::new(move |r| {
-            s2.lock().push((r.topic.to_string(), r.epoch.to_owned(), r.seq, r.data.to_vec()))
+            s2.lock().push((
+                r.topic.to_string(),
+                r.epoch.to_owned(),
+                r.seq,
+                r.data.to_vec(),
+            ))
         }))
         .map_err(|_| ())
         .unwrap();
@@ -1062,5 +1089,33 @@ mod tests {
         r.epochs = vec![(t("c.a"), "nodeB".into())];
         e.subscribe(ConnId(2), &r, reply).unwrap();
         assert_eq!(take(&o2)[0], "subscribed Some(false)");
+    }
+
+    #[test]
+    fn recovery_never_replays_across_a_lost_remote_tick_or_an_old_epoch() {
+        let e = Engine::new(EngineConfig::default());
+        for seq in [1, 2, 5, 6] {
+            e.apply_remote(&t("g"), "nodeA", seq, seq, b"{}").unwrap();
+        }
+        let recover = |id: u64, epoch: &str, since: u64| {
+            let o = conn(&e, id);
+            let mut r = req(&["g"]);
+            r.epochs = vec![(t("g"), epoch.into())];
+            r.since = vec![(t("g"), since)];
+            e.subscribe(ConnId(id), &r, reply).unwrap();
+            take(&o)
+        };
+        assert_eq!(
+            recover(1, "nodeA", 2)[0],
+            "subscribed Some(false)",
+            "3 and 4 were lost"
+        );
+        assert_eq!(recover(2, "nodeA", 5).len(), 2, "after the hole: replays 6");
+        // nodeA restarted as nodeA2: its seqs start again at 1.
+        e.apply_remote(&t("g"), "nodeA2", 1, 7, b"{}").unwrap();
+        e.apply_remote(&t("g"), "nodeA2", 2, 8, b"{}").unwrap();
+        let got = recover(3, "nodeA2", 1);
+        assert_eq!(got.len(), 2, "only nodeA2's seq 2: {got:?}");
+        assert!(got[1].contains(r#""seq":2,"ts":8"#));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::tls::TlsConfig;
+
 /// Everything the gateway needs to serve; built and validated by the binary.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -41,6 +43,15 @@ pub struct GatewayConfig {
     /// How often topics are checked for staleness.
     pub stale_check_ms: u64,
     pub auth: AuthConfig,
+    /// Serve HTTPS and `wss://` with this certificate; `None` serves plain
+    /// HTTP (behind a TLS-terminating proxy, or on loopback). The TLS
+    /// handshake must finish within `header_read_timeout_ms`.
+    pub tls: Option<TlsConfig>,
+    /// Echo every message back instead of speaking the protocol: the
+    /// Autobahn conformance server (`examples/echo.rs`). Only with the
+    /// non-default `conformance` feature.
+    #[cfg(feature = "conformance")]
+    pub echo: bool,
 }
 
 /// `[auth]`: who may connect, subscribe and publish.
@@ -78,6 +89,9 @@ impl Default for GatewayConfig {
             shutdown_retry_ms: 2_500,
             stale_check_ms: 250,
             auth: AuthConfig::default(),
+            tls: None,
+            #[cfg(feature = "conformance")]
+            echo: false,
         }
     }
 }

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_engine::{ConnId, Outbox};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::auth::Principal;
+use crate::transport::{self, Stream, WireWrite};
 use crate::{Gateway, reader, writer};
 
 /// Requests from the reader (or a timer) to the writer, outside the outbox.
@@ -30,6 +30,9 @@ pub(crate) struct Ctl {
     pub eof: bool,
     /// The peer's Close frame arrived.
     pub peer_closed: bool,
+    /// Echo mode (feature `conformance`): frames to send back, in order.
+    #[cfg(feature = "conformance")]
+    pub echo: std::collections::VecDeque<(u8, Bytes)>,
 }
 
 /// What the reader and writer of one connection share.
@@ -61,15 +64,42 @@ impl Conn {
 /// sent right behind its upgrade request.
 pub(crate) async fn serve(
     gw: Arc<Gateway>,
-    stream: TcpStream,
+    stream: Stream,
     pre: Bytes,
     peer: SocketAddr,
     principal: Option<Principal>,
 ) {
+    match stream {
+        Stream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            run(gw, r, w, pre, peer, principal).await;
+        }
+        Stream::Tls(s) => match transport::split_tls(*s) {
+            Ok((r, w)) => run(gw, r, w, pre, peer, principal).await,
+            Err(e) => {
+                // Out of descriptors: drop the connection rather than serve
+                // one that could not be reset.
+                tracing::warn!(error = %e, %peer, "cannot duplicate the socket");
+                gw.release_ip(peer.ip());
+            }
+        },
+    }
+}
+
+async fn run<R, W>(
+    gw: Arc<Gateway>,
+    r: R,
+    w: W,
+    pre: Bytes,
+    peer: SocketAddr,
+    principal: Option<Principal>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: WireWrite,
+{
     let id = ConnId(gw.next_conn_id.fetch_add(1, Ordering::Relaxed));
     let span = tracing::debug_span!("conn", conn_id = id.0, %peer);
     async move {
-        let (r, w) = stream.into_split();
         let outbox = gw.engine.new_outbox();
         let conn = Arc::new(Conn {
             id,
@@ -83,11 +113,17 @@ pub(crate) async fn serve(
         gw.metrics.connections.inc();
         gw.metrics.connections_total.inc();
         gw.engine.connect(id, outbox.clone());
-        outbox.push_control(tickwire_proto::encode::welcome(
-            gw.engine.epoch(),
-            gw.cfg.heartbeat_ms,
-            tickwire_proto::now_ms(),
-        ));
+        #[cfg(feature = "conformance")]
+        let welcome = !gw.cfg.echo;
+        #[cfg(not(feature = "conformance"))]
+        let welcome = true;
+        if welcome {
+            outbox.push_control(tickwire_proto::encode::welcome(
+                gw.engine.epoch(),
+                gw.cfg.heartbeat_ms,
+                tickwire_proto::now_ms(),
+            ));
+        }
         let read = std::io::Cursor::new(pre).chain(r);
         let reader =
             tokio::spawn(reader::run(gw.clone(), conn.clone(), read, principal).in_current_span());

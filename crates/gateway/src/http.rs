@@ -14,10 +14,12 @@ use hyper_util::rt::TokioIo;
 use tickwire_proto::{ErrorCode, Topic, encode::push_json_str, parse_publish};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::Gateway;
 use crate::auth::{Principal, Rights};
 use crate::metrics::ReasonLabel;
+use crate::transport::Stream;
 
 pub(crate) type Response = hyper::Response<Full<Bytes>>;
 
@@ -204,16 +206,20 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
                 return;
             }
         };
+        // hyper hands back the stream it served, plain or TLS, with any bytes
+        // it read past the upgrade request.
         let upgraded = ws.into_inner().into_inner();
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => p,
-            Err(_) => {
-                gw.release_ip(peer.ip());
-                tracing::error!("upgraded stream is not a TCP stream");
-                return;
-            }
+        let (mut stream, pre) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => (Stream::Tcp(p.io.into_inner()), p.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(p) => (Stream::Tls(Box::new(p.io.into_inner())), p.read_buf),
+                Err(_) => {
+                    gw.release_ip(peer.ip());
+                    tracing::error!("upgraded stream is neither TCP nor TLS");
+                    return;
+                }
+            },
         };
-        let mut stream = parts.io.into_inner();
         if !gw.admit_connection() {
             // PROTOCOL.md: over max_connections, close with 1013 (try again later).
             gw.metrics
@@ -235,7 +241,7 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
             gw.release_ip(peer.ip());
             return;
         }
-        crate::connection::serve(gw.clone(), stream, parts.read_buf, peer, principal).await;
+        crate::connection::serve(gw.clone(), stream, pre, peer, principal).await;
         gw.release_connection();
     });
     resp.map(|_| Full::new(Bytes::new()))

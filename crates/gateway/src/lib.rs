@@ -11,6 +11,8 @@
 //! * `writer`: batches out, heartbeats, deadlines, the close handshake
 //! * `auth`, `jwt`: publisher keys, JWTs, rights, origins
 //! * `metrics`: Prometheus counters
+//! * `tls`: [`TlsConfig`], rustls with the ring provider
+//! * `transport`: the upgraded stream (TCP or TLS) and its split into halves
 
 mod auth;
 mod config;
@@ -19,6 +21,8 @@ mod http;
 mod jwt;
 mod metrics;
 mod reader;
+mod tls;
+mod transport;
 mod writer;
 
 use std::collections::HashMap;
@@ -31,6 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tickwire_engine::Engine;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +44,7 @@ pub use auth::{Auth, AuthError, Principal, Rights};
 pub use config::{AuthConfig, GatewayConfig};
 pub use metrics::Metrics;
 pub use prometheus_client::registry::Registry as MetricsRegistry;
+pub use tls::{TlsConfig, TlsError};
 
 /// The shared state of a running gateway.
 #[derive(Debug)]
@@ -163,23 +169,28 @@ impl Gateway {
                     .set_send_buffer_size(self.cfg.socket_send_buffer_bytes);
             }
             let gw = self.clone();
+            let acceptor = self.cfg.tls.as_ref().map(|t| t.acceptor());
             self.tracker.spawn(async move {
-                let svc = {
-                    let gw = gw.clone();
-                    service_fn(move |req| http::handle(gw.clone(), peer, req))
-                };
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_millis(gw.cfg.header_read_timeout_ms))
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = gw.shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                match acceptor {
+                    None => gw.serve_http(stream, peer).await,
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's own task, never in
+                        // the accept loop, and has the header deadline: a peer
+                        // that opens a socket and stalls holds nothing for long.
+                        let limit = Duration::from_millis(gw.cfg.header_read_timeout_ms);
+                        let tls = tokio::select! {
+                            r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+                            _ = gw.shutdown.cancelled() => return,
+                        };
+                        match tls {
+                            Ok(Ok(tls)) => gw.serve_http(tls, peer).await,
+                            // A plain-HTTP client on the TLS port, a scanner, a
+                            // certificate the client refused: not our fault, so debug.
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
                 }
             });
@@ -195,6 +206,32 @@ impl Gateway {
                 open = self.connection_count(),
                 "connections still open at the shutdown deadline"
             );
+        }
+    }
+
+    /// Serves HTTP/1.1 (and the `/ws` upgrade) on one accepted stream, plain
+    /// or TLS, until it ends or the broker shuts down.
+    async fn serve_http<S>(self: Arc<Self>, stream: S, peer: std::net::SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = {
+            let gw = self.clone();
+            service_fn(move |req| http::handle(gw.clone(), peer, req))
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.cfg.header_read_timeout_ms))
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+            }
         }
     }
 }

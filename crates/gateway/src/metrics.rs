@@ -96,10 +96,26 @@ impl Collector for EngineCollector {
             s.stale_events.load(r),
         )?;
         for (name, help, v) in [
-            ("tickwire_cluster_remote_applied", "Ticks from other nodes delivered here", &s.remote_applied),
-            ("tickwire_cluster_remote_duplicates", "Ticks from other nodes already seen", &s.remote_duplicates),
-            ("tickwire_cluster_remote_gaps", "Ticks of another node's epoch that never arrived", &s.remote_gaps),
-            ("tickwire_cluster_epoch_conflicts", "Times two nodes published one topic at once", &s.epoch_conflicts),
+            (
+                "tickwire_cluster_remote_applied",
+                "Ticks from other nodes delivered here",
+                &s.remote_applied,
+            ),
+            (
+                "tickwire_cluster_remote_duplicates",
+                "Ticks from other nodes already seen",
+                &s.remote_duplicates,
+            ),
+            (
+                "tickwire_cluster_remote_gaps",
+                "Ticks of another node's epoch that never arrived",
+                &s.remote_gaps,
+            ),
+            (
+                "tickwire_cluster_epoch_conflicts",
+                "Times two nodes published one topic at once",
+                &s.epoch_conflicts,
+            ),
         ] {
             counter(&mut enc, name, help, v.load(r))?;
         }

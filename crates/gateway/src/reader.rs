@@ -1,9 +1,11 @@
 //! The reader task: frames from the client, control messages to the engine.
 //!
 //! fastwebsockets 0.10 leaves frame hygiene to us: unmasked client frames,
-//! the total size and fragment count of a fragmented message, and close
-//! frames are checked here. Its auto-pong and auto-close are off; Pongs and
-//! Close echoes go to the writer through [`Conn::ctl`].
+//! the size of control frames, the total size, fragment count and UTF-8
+//! (fragment by fragment) of a fragmented message, and close frames are
+//! checked here. Its auto-pong and auto-close are off; Pongs and Close
+//! echoes go to the writer through [`Conn::ctl`]. The Autobahn suite runs
+//! against this code through `examples/echo.rs` (docs/security.md).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +20,8 @@ use tokio::io::AsyncRead;
 use crate::Gateway;
 use crate::auth::Principal;
 use crate::connection::Conn;
+#[cfg(feature = "conformance")]
+use crate::writer;
 
 /// Close codes the reader asks for.
 pub(crate) mod code {
@@ -82,6 +86,10 @@ struct Reader {
     principal: Option<Principal>,
     limit: RateLimit,
     scratch: Vec<u8>,
+    /// Echo messages back (the `conformance` feature's Autobahn mode)
+    /// instead of reading them as the protocol's JSON. Always false in a
+    /// normal build.
+    echo: bool,
 }
 
 /// Whether a frame came masked: fastwebsockets keeps the mask private but
@@ -101,6 +109,10 @@ fn close_code_for(e: &WebSocketError) -> Option<u16> {
         | WebSocketError::ConnectionClosed => None,
         _ => Some(code::PROTOCOL),
     }
+}
+
+fn is_control(op: OpCode) -> bool {
+    matches!(op, OpCode::Close | OpCode::Ping | OpCode::Pong)
 }
 
 /// Close codes a peer may send (RFC 6455 7.4).
@@ -123,7 +135,12 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
     // fastwebsockets refuses a frame of `len >= max`: one more byte so that
     // exactly `max_message_bytes` is allowed.
     ws.set_max_message_size(gw.cfg.max_message_bytes + 1);
+    #[cfg(feature = "conformance")]
+    let echo = gw.cfg.echo;
+    #[cfg(not(feature = "conformance"))]
+    let echo = false;
     let mut r = Reader {
+        echo,
         limit: RateLimit::new(gw.cfg.control_rate_per_sec, gw.cfg.control_flood_per_sec),
         gw,
         conn,
@@ -167,6 +184,45 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
     r.conn.ctl_notify.notify_one();
 }
 
+/// A fragmented message being reassembled.
+struct Fragmented {
+    buf: BytesMut,
+    frames: usize,
+    /// Text or Binary, from the first frame.
+    opcode: OpCode,
+    /// `buf[..utf8_checked]` is known to be valid UTF-8 (text only).
+    utf8_checked: usize,
+}
+
+impl Fragmented {
+    /// For text: whether the bytes so far can still become valid UTF-8. A
+    /// fragment may end inside a character, but bytes that can never be
+    /// valid close the connection at once, not at the end of the message
+    /// (RFC 6455 8.1 "fail fast"; each byte is checked once).
+    fn utf8_so_far(&mut self) -> bool {
+        if self.opcode != OpCode::Text {
+            return true;
+        }
+        match std::str::from_utf8(&self.buf[self.utf8_checked..]) {
+            Ok(_) => {
+                self.utf8_checked = self.buf.len();
+                true
+            }
+            // Only an incomplete character at the end: wait for more.
+            Err(e) if e.error_len().is_none() => {
+                self.utf8_checked += e.valid_up_to();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// For text: whether the whole message is valid UTF-8 (after `utf8_so_far`).
+    fn utf8_complete(&self) -> bool {
+        self.opcode != OpCode::Text || self.utf8_checked == self.buf.len()
+    }
+}
+
 /// How reading ended.
 struct ReadEnd {
     /// The close to send, if any.
@@ -187,7 +243,7 @@ impl ReadEnd {
 impl Reader {
     /// Reads until the connection ends or must be closed.
     async fn read_loop<S: AsyncRead + Unpin>(&mut self, ws: &mut WebSocketRead<S>) -> ReadEnd {
-        let mut frag: Option<(BytesMut, usize)> = None;
+        let mut frag: Option<Fragmented> = None;
         let auth_deadline = self.gw.auth.required().then(|| {
             tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms)
         });
@@ -219,47 +275,68 @@ impl Reader {
             if !is_masked(&mut frame) {
                 return ReadEnd::close(code::PROTOCOL, "unmasked client frame");
             }
+            // RFC 6455 5.5: fastwebsockets checks this for Ping only.
+            if is_control(frame.opcode) && frame.payload.len() > 125 {
+                return ReadEnd::close(code::PROTOCOL, "control frame over 125 bytes");
+            }
             match frame.opcode {
                 OpCode::Text | OpCode::Binary if frag.is_some() => {
                     return ReadEnd::close(code::PROTOCOL, "new message inside a fragmented one");
                 }
-                OpCode::Binary => {
+                OpCode::Binary if !self.echo() => {
                     return ReadEnd::close(code::UNSUPPORTED, "binary frames are not accepted");
                 }
-                OpCode::Text if frame.fin => {
+                // A whole text message: fastwebsockets checked its UTF-8.
+                OpCode::Text | OpCode::Binary if frame.fin => {
                     let payload = frame.payload;
-                    if let Some((c, r)) = self.on_text(&payload) {
+                    if let Some((c, r)) = self.on_message(frame.opcode, &payload) {
                         return ReadEnd::close(c, r);
                     }
                 }
-                OpCode::Text => {
+                OpCode::Text | OpCode::Binary => {
                     let mut buf = BytesMut::with_capacity(frame.payload.len() * 2);
                     buf.extend_from_slice(&frame.payload);
-                    frag = Some((buf, 1));
+                    let mut f = Fragmented {
+                        buf,
+                        frames: 1,
+                        opcode: frame.opcode,
+                        utf8_checked: 0,
+                    };
+                    if !f.utf8_so_far() {
+                        return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
+                    }
+                    frag = Some(f);
                 }
                 OpCode::Continuation => {
-                    let Some((buf, n)) = frag.as_mut() else {
+                    let Some(f) = frag.as_mut() else {
                         return ReadEnd::close(code::PROTOCOL, "continuation without a message");
                     };
-                    *n += 1;
-                    if buf.len() + frame.payload.len() > self.gw.cfg.max_message_bytes {
+                    f.frames += 1;
+                    if f.buf.len() + frame.payload.len() > self.gw.cfg.max_message_bytes {
                         return ReadEnd::close(code::TOO_BIG, "message too big");
                     }
-                    if *n > self.gw.cfg.max_fragments {
+                    if f.frames > self.gw.cfg.max_fragments {
                         return ReadEnd::close(code::TOO_BIG, "too many fragments");
                     }
-                    buf.extend_from_slice(&frame.payload);
+                    f.buf.extend_from_slice(&frame.payload);
+                    if !f.utf8_so_far() || (frame.fin && !f.utf8_complete()) {
+                        return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
+                    }
                     if frame.fin {
-                        let (buf, _) = frag.take().expect("checked above");
-                        if std::str::from_utf8(&buf).is_err() {
-                            return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
-                        }
-                        if let Some((c, r)) = self.on_text(&buf) {
+                        let f = frag.take().expect("checked above");
+                        if let Some((c, r)) = self.on_message(f.opcode, &f.buf) {
                             return ReadEnd::close(c, r);
                         }
                     }
                 }
                 OpCode::Ping => {
+                    #[cfg(feature = "conformance")]
+                    if self.echo() {
+                        // Echo mode answers every Ping, in order with the
+                        // echoed messages (the broker keeps only the newest).
+                        self.echo_frame(writer::OP_PONG, &frame.payload);
+                        continue;
+                    }
                     self.conn.ctl.lock().pong = Some(bytes::Bytes::copy_from_slice(&frame.payload));
                     self.conn.ctl_notify.notify_one();
                 }
@@ -270,6 +347,36 @@ impl Reader {
                 }
             }
         }
+    }
+
+    fn echo(&self) -> bool {
+        self.echo
+    }
+
+    #[cfg(feature = "conformance")]
+    fn echo_frame(&self, opcode: u8, payload: &[u8]) {
+        self.conn
+            .ctl
+            .lock()
+            .echo
+            .push_back((opcode, bytes::Bytes::copy_from_slice(payload)));
+        self.conn.ctl_notify.notify_one();
+    }
+
+    /// One complete message, text (valid UTF-8) or, in echo mode, binary.
+    fn on_message(&mut self, opcode: OpCode, payload: &[u8]) -> Option<(u16, &'static str)> {
+        #[cfg(feature = "conformance")]
+        if self.echo() {
+            let op = if opcode == OpCode::Text {
+                writer::OP_TEXT
+            } else {
+                writer::OP_BINARY
+            };
+            self.echo_frame(op, payload);
+            return None;
+        }
+        debug_assert_eq!(opcode, OpCode::Text, "binary is refused before this");
+        self.on_text(payload)
     }
 
     fn on_close(&self, payload: &[u8]) -> (u16, &'static str) {
@@ -345,6 +452,7 @@ impl Reader {
                     max_hz: s.max_hz,
                     since: s.since,
                     epoch: s.epoch,
+                    epochs: s.epochs,
                 };
                 let id = s.id;
                 let res = self.gw.engine.subscribe(self.conn.id, &req, |recovered| {

@@ -1,24 +1,30 @@
 //! The writer task: everything pending for a connection goes out in one batch
-//! and one `write_all` per wake-up, each with a deadline. Server frames are
-//! unmasked, so their header is two to ten bytes written here in front of the
-//! frame text the engine encoded once for every subscriber.
+//! and one `write_all` + `flush` per wake-up, each with a deadline. Server
+//! frames are unmasked, so their header is two to ten bytes written here in
+//! front of the frame text the engine encoded once for every subscriber.
+//!
+//! Generic over the write half ([`WireWrite`]): on plain TCP `flush` is a
+//! no-op; on TLS, rustls keeps records it could not write yet and `flush`
+//! pushes them out, so it belongs to every batch (once per batch, not per frame).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tickwire_engine::{Drain, Entry, SlowReason, wire_len};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::Gateway;
 use crate::connection::Conn;
 use crate::metrics::ReasonLabel;
+use crate::transport::WireWrite;
 
-const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_TEXT: u8 = 0x1;
+#[cfg(feature = "conformance")]
+pub(crate) const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// After a batch this large, the buffer is given back so idle connections stay small.
 const KEEP_BUFFER_BYTES: usize = 64 * 1024;
@@ -77,14 +83,14 @@ enum Written {
 /// reading blocks the write, and the hard limit or the soft-limit clock must
 /// still close it then. Abandoning the write leaves a partial frame on the
 /// wire, so every outcome but `Done` ends with a reset, not a Close frame.
-async fn write_watching(
+async fn write_watching<W: WireWrite>(
     gw: &Gateway,
     conn: &Conn,
-    w: &mut OwnedWriteHalf,
+    w: &mut W,
     buf: &[u8],
     limit: Duration,
 ) -> Written {
-    let write = timeout(limit, w.write_all(buf));
+    let write = timeout(limit, write_flush(w, buf));
     tokio::pin!(write);
     loop {
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
@@ -114,6 +120,13 @@ async fn write_watching(
     }
 }
 
+/// One batch out: the bytes, then a flush (a no-op on plain TCP, the rest of
+/// the TLS records on TLS).
+async fn write_flush<W: WireWrite>(w: &mut W, buf: &[u8]) -> std::io::Result<()> {
+    w.write_all(buf).await?;
+    w.flush().await
+}
+
 /// How the loop ended.
 enum End {
     /// Send Close with this code and reason, then wait for the peer's Close.
@@ -126,25 +139,36 @@ enum End {
     Gone,
 }
 
-pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
+pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
     let hb = Duration::from_millis(gw.cfg.heartbeat_ms.max(1));
     let dead_after = hb + Duration::from_secs(10);
     let write_timeout = Duration::from_millis(gw.cfg.write_timeout_ms);
     let mut next_ping = Instant::now() + hb;
     let mut batch: Vec<Entry> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
+    // Set on the pass that sends what was pending when the reader asked for
+    // a close: the replies to what the client sent before its bad frame still
+    // go out, once, and then the Close (one pass, so a busy topic cannot
+    // postpone it).
+    let mut closing = false;
     let end = loop {
         let mut counted = 0usize;
         {
             let mut ctl = conn.ctl.lock();
             if let Some((code, reason)) = ctl.close {
-                break End::Close(code, reason);
-            }
-            if ctl.eof {
+                if closing {
+                    break End::Close(code, reason);
+                }
+                closing = true;
+            } else if ctl.eof {
                 break End::Gone;
             }
             if let Some(p) = ctl.pong.take() {
                 put_frame(&mut buf, OP_PONG, &p);
+            }
+            #[cfg(feature = "conformance")]
+            for (opcode, payload) in ctl.echo.drain(..) {
+                put_frame(&mut buf, opcode, &payload);
             }
         }
         let now = Instant::now();
@@ -192,6 +216,9 @@ pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
             // Look again before sleeping: more may have arrived during the write.
             continue;
         }
+        if closing {
+            continue;
+        }
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
         let gate_at = gate_at.map(Instant::from_std);
         let dead_at = Instant::from_std(conn.last_seen()) + dead_after;
@@ -215,7 +242,7 @@ pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
             _ = sleep_until(next_ping) => {
                 next_ping = Instant::now() + hb;
                 put_frame(&mut buf, OP_PING, b"");
-                match timeout(write_timeout, w.write_all(&buf)).await {
+                match timeout(write_timeout, write_flush(&mut w, &buf)).await {
                     Ok(Ok(())) => buf.clear(),
                     _ => break End::Abort,
                 }
@@ -238,7 +265,7 @@ pub(crate) async fn run(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf) {
 /// The close handshake: send Close, wait at most `close_timeout_ms` for the
 /// peer's, then close TCP: with a FIN when the handshake completed, with a
 /// reset otherwise, so no socket lingers in FIN_WAIT for a dead peer.
-async fn finish(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf, end: End) {
+async fn finish<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W, end: End) {
     let close_timeout = Duration::from_millis(gw.cfg.close_timeout_ms);
     let mut buf = Vec::new();
     let (code, reason) = match end {
@@ -247,7 +274,7 @@ async fn finish(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf, end: End) {
             return;
         }
         End::Abort => {
-            reset(&w);
+            w.reset();
             return;
         }
         End::Shutdown => {
@@ -266,10 +293,10 @@ async fn finish(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf, end: End) {
     put_frame(&mut buf, OP_CLOSE, &payload);
     let deadline = Instant::now() + close_timeout;
     if !matches!(
-        tokio::time::timeout_at(deadline, w.write_all(&buf)).await,
+        tokio::time::timeout_at(deadline, write_flush(&mut w, &buf)).await,
         Ok(Ok(()))
     ) {
-        reset(&w);
+        w.reset();
         return;
     }
     // Wait for the reader to see the peer's Close, or the stream to end.
@@ -292,14 +319,10 @@ async fn finish(gw: &Gateway, conn: &Conn, mut w: OwnedWriteHalf, end: End) {
         }
     };
     if clean {
-        // Handshake done (or the peer already sent FIN): close with a FIN.
+        // Handshake done (or the peer already sent FIN): close with a FIN
+        // (on TLS, a close_notify first).
         let _ = tokio::time::timeout_at(deadline, w.shutdown()).await;
     } else {
-        reset(&w);
+        w.reset();
     }
-}
-
-fn reset(w: &OwnedWriteHalf) {
-    let sock = socket2::SockRef::from(w.as_ref());
-    let _ = sock.set_linger(Some(Duration::ZERO));
 }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use simd_json::prelude::*;
 use simd_json::{BorrowedValue, StaticNode};
 
-use crate::scan::member_span;
+use crate::scan::{member_span, tokens_strict};
 use crate::topic::{Pattern, Topic};
 
 /// A request id as the client sent it, kept as JSON text so it is echoed exactly
@@ -262,7 +262,22 @@ fn publish_fields(
         }
         Some(_) => {}
     }
+    // simd-json keeps every member of a duplicated key and `get` finds the
+    // first, while the scanner below finds the last: with two `data` members
+    // the one checked (an object) and the one passed on (`[1]`, `5`) would
+    // differ. So `data` must be there once (found by tests/props.rs).
+    let count = v
+        .as_object()
+        .map_or(0, |o| o.iter().filter(|(k, _)| *k == "data").count());
+    if count > 1 {
+        return Err(bad(id, "field 'data' appears more than once"));
+    }
     let data = member_span(input, "data").ok_or_else(|| bad(id, "missing field 'data'"))?;
+    // simd-json lets some malformed numbers and literals through; `data`
+    // is passed on byte for byte, so it gets a strict look (see scan.rs).
+    if !tokens_strict(&input[data.clone()]) {
+        return Err(bad(id, "field 'data' is not valid JSON"));
+    }
     Ok((topic, data))
 }
 

@@ -36,7 +36,14 @@ fn id_field(b: &mut BytesMut, id: Option<&Id>) {
     }
 }
 
-fn value_frame(kind: &str, topic: &str, epoch: Option<&str>, seq: u64, ts: u64, data: &[u8]) -> Bytes {
+fn value_frame(
+    kind: &str,
+    topic: &str,
+    epoch: Option<&str>,
+    seq: u64,
+    ts: u64,
+    data: &[u8],
+) -> Bytes {
     let extra = epoch.map_or(0, |e| e.len() + 12);
     let mut b = BytesMut::with_capacity(48 + kind.len() + topic.len() + extra + data.len());
     b.put_slice(b"{\"type\":\"");
@@ -80,7 +87,10 @@ pub fn snapshot_in(topic: &str, epoch: &str, seq: u64, ts: u64, data: &[u8]) -> 
 
 /// An epoch is safe to splice into a frame: 1 to 64 bytes of `A-Z a-z 0-9 _ -`.
 pub fn valid_epoch(e: &str) -> bool {
-    !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !e.is_empty()
+        && e.len() <= 64
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `{"type":"status","topic":..,"state":"stale"|"live","since":..}`.

@@ -108,9 +108,134 @@ pub(crate) fn member_span(b: &[u8], key: &str) -> Option<Range<usize>> {
     }
 }
 
+/// Whether every token of `b` other than structure (strings, numbers,
+/// `true`, `false`, `null`) is well-formed JSON and ends at a delimiter.
+///
+/// simd-json 0.15 (and 0.17) accepts text that is not JSON in its slow paths:
+/// a long number running into other characters (`6000000000000000000x`,
+/// `6210000000000000000000007-5`, `95111112.51111111109.5`) and a literal
+/// followed by NULs (`false\0`). A publisher's `data` goes to every
+/// subscriber byte for byte, so it gets this strict second look; nesting and
+/// separators were checked by simd-json. Found by the cargo-afl target in
+/// `fuzz/` (docs/security.md).
+pub(crate) fn tokens_strict(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        let end = match b[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b',' | b':' => {
+                i += 1;
+                continue;
+            }
+            b'"' => string_end(b, i),
+            b't' => literal_end(b, i, b"true"),
+            b'f' => literal_end(b, i, b"false"),
+            b'n' => literal_end(b, i, b"null"),
+            b'-' | b'0'..=b'9' => number_end(b, i),
+            _ => None,
+        };
+        let Some(end) = end else {
+            return false;
+        };
+        // A value ends at whitespace, a separator, a closing bracket, or the end.
+        if !matches!(
+            b.get(end),
+            None | Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' | b'}' | b']')
+        ) {
+            return false;
+        }
+        i = end;
+    }
+    true
+}
+
+/// `i` at the opening quote: the index after the closing quote, if the
+/// string has only valid escapes and no raw control characters.
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match *b.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' => {
+                    let hex = b.get(i + 2..i + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            },
+            0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+fn literal_end(b: &[u8], i: usize, lit: &[u8]) -> Option<usize> {
+    b[i..].starts_with(lit).then_some(i + lit.len())
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` from `i`.
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match b.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(b, i)?,
+        _ => return None,
+    };
+    if b.get(i) == Some(&b'.') {
+        i = digits(b, i + 1)?;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(b, i)?;
+    }
+    Some(i)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::member_span;
+    use super::{member_span, tokens_strict};
+
+    #[test]
+    fn strict_tokens_catch_what_simd_json_lets_through() {
+        for ok in [
+            r#"{"a":1,"b":-2.5e+3,"c":[6000000000000000000000,0,-0.0,1E5],"d":"1x\"2\u00e9\n"}"#,
+            "{\"a\" : 60000000000000000000 ,\n\"b\":\t[true,false,null]}",
+            "{}",
+        ] {
+            assert!(tokens_strict(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            r#"{"a":6000000000000000000x}"#,
+            r#"{"a":60000000000000000000\"}"#,
+            r#"{"a":6210000000000000000000007-5}"#,
+            r#"{"a":95111112.51111111109.5}"#,
+            r#"{"a":64011111111111111111111111+112E5}"#,
+            "{\"a\":false\0}",
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":"\x"}"#,
+            "{\"a\":\"tab\there\"}",
+            r#"{"a":"\u12"}"#,
+            r#"{"a":tru}"#,
+        ] {
+            assert!(!tokens_strict(bad.as_bytes()), "{bad:?}");
+        }
+    }
 
     fn get<'a>(s: &'a str, k: &str) -> Option<&'a str> {
         member_span(s.as_bytes(), k).map(|r| &s[r])

@@ -7,8 +7,10 @@
 //! * [`Client`]: JSON over WebSocket, `recv` with a timeout, close codes
 //! * [`http`]: one request, one response
 //! * [`raw`]: a hand-made WebSocket client for hostile frames
+//! * [`tls`]: `wss://` and `https://` clients that trust one test certificate
 
 pub mod raw;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tickwire_engine::{Engine, EngineConfig};
 use tickwire_gateway::{Gateway, GatewayConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -307,39 +309,53 @@ pub async fn http(
     body: &[u8],
 ) -> (u16, String) {
     let fut = async {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await.expect("write");
-        s.write_all(body).await.expect("write");
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.expect("read");
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status: u16 = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("status line");
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        (status, body)
+        let s = TcpStream::connect(addr).await.expect("connect");
+        http_on(s, addr, method, path, headers, body).await
     };
     tokio::time::timeout(WAIT, fut)
         .await
         .expect("HTTP request in time")
+}
+
+/// One HTTP/1.1 request with `Connection: close` on a connected stream (plain
+/// or TLS); returns status and body.
+pub async fn http_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    s.flush().await.expect("flush");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -33,6 +33,29 @@ impl RawFrame {
     }
 }
 
+/// One client frame as bytes; `masked: false` breaks RFC 6455 on purpose.
+pub fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![(fin as u8) << 7 | opcode];
+    let m = if masked { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        f.push(m | payload.len() as u8);
+    } else if payload.len() < 65_536 {
+        f.push(m | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        f.push(m | 127);
+        f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    if masked {
+        let key = [0x12u8, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
 pub struct RawClient {
     pub stream: TcpStream,
     buf: Vec<u8>,
@@ -85,26 +108,15 @@ impl RawClient {
 
     /// Sends one frame; `masked: false` breaks RFC 6455 on purpose.
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8], masked: bool) {
-        let mut f = vec![(fin as u8) << 7 | opcode];
-        let m = if masked { 0x80 } else { 0 };
-        if payload.len() < 126 {
-            f.push(m | payload.len() as u8);
-        } else if payload.len() < 65_536 {
-            f.push(m | 126);
-            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        } else {
-            f.push(m | 127);
-            f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-        if masked {
-            let key = [0x12u8, 0x34, 0x56, 0x78];
-            f.extend_from_slice(&key);
-            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            f.extend_from_slice(payload);
-        }
+        let f = frame(fin, opcode, payload, masked);
         // The peer may have closed already; the test reads what it said.
         let _ = self.stream.write_all(&f).await;
+    }
+
+    /// Sends frames made with [`frame`] in one write, so the server reads
+    /// them together.
+    pub async fn send_frames(&mut self, frames: &[Vec<u8>]) {
+        let _ = self.stream.write_all(&frames.concat()).await;
     }
 
     pub async fn send_text(&mut self, text: &str) {

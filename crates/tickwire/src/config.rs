@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use tickwire_cluster::ClusterConfig;
 use tickwire_engine::{EngineConfig, OutboxConfig};
 use tickwire_gateway::{AuthConfig, GatewayConfig, TlsConfig};
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// `--tls-cert` + `--tls-key`, loaded and checked at start.
     pub tls: Option<TlsConfig>,
+    /// `[cluster]` or `--cluster-nats`: this node is one of several (docs/cluster.md).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// What the command line can set.
@@ -59,6 +62,8 @@ pub struct Overrides {
     pub publisher_keys: Vec<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub cluster_nats: Option<String>,
+    pub cluster_node: Option<String>,
 }
 
 fn strings(v: &toml::Value, key: &str, file: &Path) -> Result<Vec<String>> {
@@ -90,6 +95,7 @@ impl Config {
             feeds: Vec::new(),
             source: None,
             tls: None,
+            cluster: None,
         }
     }
 
@@ -120,6 +126,15 @@ impl Config {
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };
+        if let Some(url) = &o.cluster_nats {
+            c.cluster.get_or_insert_with(ClusterConfig::default).url = url.clone();
+        }
+        if let Some(node) = &o.cluster_node {
+            let Some(cluster) = c.cluster.as_mut() else {
+                bail!("--cluster-node needs --cluster-nats or a [cluster] table");
+            };
+            cluster.node = node.clone();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -194,6 +209,7 @@ impl Config {
                         }
                     }
                 }
+                "cluster" => self.cluster = Some(cluster_table(value, path)?),
                 "feeds" => {
                     let arr = value.as_array().with_context(|| {
                         format!(
@@ -223,6 +239,12 @@ impl Config {
             self.listen = v.parse().with_context(|| {
                 format!("environment variable TICKWIRE_LISTEN: '{v}' is not an address like 127.0.0.1:8080")
             })?;
+        }
+        if let Some(v) = env("TICKWIRE_CLUSTER_NATS") {
+            self.cluster.get_or_insert_with(ClusterConfig::default).url = v;
+        }
+        if let Some(v) = env("TICKWIRE_CLUSTER_NODE") {
+            self.cluster.get_or_insert_with(ClusterConfig::default).node = v;
         }
         if let Some(v) = env("TICKWIRE_JWT_SECRET") {
             self.auth.jwt_secret = Some(v);
@@ -271,6 +293,12 @@ impl Config {
                 self.where_()
             );
         }
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(|e| {
+                let (key, why) = split_key(&e);
+                anyhow::anyhow!("key `{key}`{}: {why}", self.where_())
+            })?;
+        }
         if matches!(&self.auth.jwt_secret, Some(s) if s.len() < 16) {
             bail!(
                 "key `auth.jwt_secret`{}: use at least 16 bytes",
@@ -291,7 +319,8 @@ impl Config {
             max_subscriptions_per_connection: self.limit("max_subscriptions_per_connection")
                 as usize,
             max_topics: self.limit("max_topics") as usize,
-            frames_carry_epoch: false,
+            // Clustered, ticks keep the epoch of the node that accepted them.
+            frames_carry_epoch: self.cluster.is_some(),
             outbox: OutboxConfig {
                 soft_limit_bytes: self.limit("soft_limit_bytes") as usize,
                 hard_limit_bytes: self.limit("hard_limit_bytes") as usize,
@@ -331,7 +360,54 @@ impl Config {
             s.push_str(&format!("{k} = {v}\n"));
         }
         s.push_str("\n[auth]\npublisher_keys = []\n# jwt_secret = \"at least 16 bytes\"\nallowed_origins = []\n");
+        s.push_str("\n# One node of several sharing ticks over NATS (docs/cluster.md).\n# [cluster]\n# url = \"nats://127.0.0.1:4222\"\n# node = \"the host name\"\n# subject_prefix = \"tickwire\"\n# queue_capacity = 16384\n");
         s
+    }
+}
+
+/// The `[cluster]` table. Present means clustered: `url` defaults to
+/// `nats://127.0.0.1:4222` and `--cluster-nats` overrides it.
+fn cluster_table(value: &toml::Value, file: &Path) -> Result<ClusterConfig> {
+    let t = value
+        .as_table()
+        .with_context(|| format!("key `cluster` in {}: expected a table", file.display()))?;
+    let mut c = ClusterConfig::default();
+    for (k, v) in t {
+        let text = || {
+            v.as_str().map(str::to_owned).with_context(|| {
+                format!("key `cluster.{k}` in {}: expected a string", file.display())
+            })
+        };
+        match k.as_str() {
+            "url" => c.url = text()?,
+            "node" => c.node = text()?,
+            "subject_prefix" => c.subject_prefix = text()?,
+            "queue_capacity" => {
+                let n = v.as_integer().filter(|n| *n > 0).with_context(|| {
+                    format!(
+                        "key `cluster.queue_capacity` in {}: expected a whole number > 0",
+                        file.display()
+                    )
+                })?;
+                c.queue_capacity = n as usize;
+            }
+            _ => bail!("key `cluster.{k}` in {}: unknown setting", file.display()),
+        }
+    }
+    // Checked here too, so the message names this file.
+    c.validate().map_err(|e| {
+        let (key, why) = split_key(&e);
+        anyhow::anyhow!("key `{key}` in {}: {why}", file.display())
+    })?;
+    Ok(c)
+}
+
+/// A `ClusterError` reads `cluster.key: why`.
+fn split_key(e: &tickwire_cluster::ClusterError) -> (String, String) {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((k, why)) => (k.to_owned(), why.to_owned()),
+        None => ("cluster".to_owned(), text),
     }
 }
 
@@ -396,6 +472,49 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("soft_limit_bytes"), "{e}");
+    }
+
+    #[test]
+    fn cluster_table_then_environment_then_flag() {
+        let c = load_file(
+            "[cluster]\nurl = \"nats://10.0.0.1:4222\"\nnode = \"a1\"\nsubject_prefix = \"tw.prod\"\n",
+            &[("TICKWIRE_CLUSTER_NODE", "a2")],
+        )
+        .unwrap();
+        let cl = c.cluster.as_ref().unwrap();
+        assert_eq!(
+            (cl.url.as_str(), cl.node.as_str()),
+            ("nats://10.0.0.1:4222", "a2")
+        );
+        assert_eq!(cl.subject_prefix, "tw.prod");
+        assert!(c.engine().frames_carry_epoch);
+        let c = Config::load(
+            &Overrides {
+                cluster_nats: Some("nats://127.0.0.1:5222".into()),
+                ..Default::default()
+            },
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(c.cluster.unwrap().url, "nats://127.0.0.1:5222");
+        assert!(
+            Config::load(&Overrides::default(), |_| None)
+                .unwrap()
+                .cluster
+                .is_none()
+        );
+        let e = load_file("[cluster]\nnode = \"a.b\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.node") && e.contains(".toml"), "{e}");
+        let e = load_file("[cluster]\nnodes = \"a\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.nodes") && e.contains(".toml"), "{e}");
+        let e = load_file("[cluster]\nqueue_capacity = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.queue_capacity"), "{e}");
     }
 
     #[test]

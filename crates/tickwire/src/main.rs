@@ -1,6 +1,7 @@
 //! `tickwire`: the broker binary. Reads top to bottom: args, tracing, config,
 //! runtime, then [`run`]. Everything it wires lives in the library crates.
 
+mod cluster;
 mod config;
 mod feeds;
 
@@ -39,6 +40,20 @@ struct Args {
     /// Add a publisher key (may be given more than once).
     #[arg(long = "publisher-key", value_name = "KEY")]
     publisher_keys: Vec<String>,
+    /// Serve HTTPS and wss:// with this PEM certificate chain (leaf first).
+    /// Without it the broker speaks plain HTTP: put it behind a TLS proxy.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Join a cluster through this NATS server: every node delivers every
+    /// node's ticks (docs/cluster.md). Overrides `[cluster] url`.
+    #[arg(long, value_name = "URL")]
+    cluster_nats: Option<String>,
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    cluster_node: Option<String>,
     /// Print the default configuration file and exit.
     #[arg(long)]
     print_config: bool,
@@ -54,7 +69,9 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // async-nats logs every client event at info, one per dropped
+                // message under load: the cluster crate logs them, throttled.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .init();
     let overrides = Overrides {
@@ -62,6 +79,10 @@ fn main() -> Result<()> {
         config: args.config,
         no_demo_feed: args.no_demo_feed,
         publisher_keys: args.publisher_keys,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        cluster_nats: args.cluster_nats,
+        cluster_node: args.cluster_node,
     };
     let config = Config::load(&overrides, |k| std::env::var(k).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,6 +130,20 @@ async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
         config.auth.publisher_keys.push(key);
     }
     let engine = Arc::new(Engine::new(config.engine()));
+    // Joined before any feed or client publishes, so every tick is replicated.
+    let member = match &config.cluster {
+        Some(c) => {
+            if config.demo_feed {
+                tracing::warn!(
+                    "the demo feed runs on this clustered node: run it on one node only \
+                     (--no-demo-feed on the others), or they publish the same topics"
+                );
+            }
+            Some(cluster::start(c, &engine).await?)
+        }
+        None => None,
+    };
+    let cluster_collector = member.as_ref().map(cluster::Member::collector);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -121,7 +156,10 @@ async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
             .collect(),
     );
     let gateway = Gateway::new(config.gateway(), engine.clone(), shutdown.clone(), |r| {
-        r.register_collector(Box::new(collector))
+        r.register_collector(Box::new(collector));
+        if let Some(c) = cluster_collector {
+            r.register_collector(Box::new(c));
+        }
     });
     // Feeds stop before the gateway closes connections (shutdown order in docs/architecture.md).
     let feeds_token = CancellationToken::new();
@@ -129,7 +167,12 @@ async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
     for f in &feeds {
         tracing::info!(feed = %f.name, kind = f.cfg.kind(), "feed started");
     }
-    tracing::info!(%addr, epoch = engine.epoch(), "serving on http://{addr}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, epoch = engine.epoch(), "serving on {scheme}://{addr}");
     let stop_feeds = {
         let shutdown = shutdown.clone();
         let feeds_token = feeds_token.clone();
@@ -143,6 +186,10 @@ async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
     let _ = stop_feeds.await;
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
+    }
+    // Last: what the feeds and clients published still goes to the peers.
+    if let Some(m) = member {
+        m.stop().await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -36,5 +36,8 @@ fn the_dashboard_works_in_headless_chromium() {
         .env("TICKWIRE_BIN", env!("CARGO_BIN_EXE_tickwire"))
         .status()
         .expect("run node");
-    assert!(status.success(), "the browser test failed (its output is above)");
+    assert!(
+        status.success(),
+        "the browser test failed (its output is above)"
+    );
 }

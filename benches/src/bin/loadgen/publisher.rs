@@ -38,7 +38,7 @@ pub struct Spec {
 pub async fn run(sh: Rc<Shared>, spec: Spec) -> anyhow::Result<()> {
     let key = sh.opts.pub_key.as_deref();
     let seed = 0xABCD_0000 + spec.index as u64;
-    let mut conn = WsConn::connect(&sh.target, SocketOpts::default(), key, 64 << 10, seed)
+    let mut conn = WsConn::connect(&sh.pub_target, SocketOpts::default(), key, 64 << 10, seed)
         .await
         .with_context(|| format!("publisher {}", spec.index))?;
     crate::wire::wait_for(&mut conn, sh.opts.connect_timeout, |p| {

@@ -1,0 +1,110 @@
+//! A client's byte stream after the upgrade, plain TCP or TLS over TCP, and
+//! its split into the reader's half and the writer's half.
+//!
+//! The reader and writer are generic over the halves, so each kind of stream
+//! gets its own monomorphized copy: plain TCP keeps tokio's lock-free
+//! `into_split`, TLS goes through `tokio::io::split` (one short lock per poll,
+//! since one rustls session holds both directions).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_rustls::server::TlsStream;
+
+/// An upgraded connection's stream.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The writer's half of a connection: bytes out, and an abortive close.
+pub(crate) trait WireWrite: AsyncWrite + Unpin + Send {
+    /// Makes the socket's final close a reset (SO_LINGER 0) instead of a FIN,
+    /// so no socket lingers in FIN_WAIT for a dead or stuck peer.
+    fn reset(&self);
+}
+
+impl WireWrite for OwnedWriteHalf {
+    fn reset(&self) {
+        let _ = socket2::SockRef::from(self.as_ref()).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// A TLS write half, with a duplicate of the socket's descriptor: the rustls
+/// stream hides the socket, and once split neither half can reach it.
+/// Socket options belong to the socket, not the descriptor, so SO_LINGER set
+/// through the duplicate applies when the last descriptor closes.
+pub(crate) struct TlsWrite {
+    half: WriteHalf<TlsStream<TcpStream>>,
+    socket: socket2::Socket,
+}
+
+impl WireWrite for TlsWrite {
+    fn reset(&self) {
+        let _ = self.socket.set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl AsyncWrite for TlsWrite {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.half).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.half).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.half).poll_shutdown(cx)
+    }
+}
+
+/// The reader's half of a TLS connection.
+pub(crate) type TlsRead = ReadHalf<TlsStream<TcpStream>>;
+
+/// Splits a TLS stream.
+///
+/// # Errors
+/// The descriptor could not be duplicated (out of file descriptors).
+pub(crate) fn split_tls(s: TlsStream<TcpStream>) -> io::Result<(TlsRead, TlsWrite)> {
+    let socket = socket2::SockRef::from(s.get_ref().0).try_clone()?;
+    let (r, w) = tokio::io::split(s);
+    Ok((r, TlsWrite { half: w, socket }))
+}
+
+/// Writes to a stream of either kind (the refused-upgrade path needs no split).
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
