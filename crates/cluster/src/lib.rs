@@ -323,7 +323,8 @@ impl Cluster {
     }
 
     /// Waits for the tasks to end after `shutdown` (the publisher first sends
-    /// what is queued, for at most 2 s), then closes the NATS connection.
+    /// what is queued, for at most 2 s, unless NATS is away), then closes the
+    /// NATS connection.
     pub async fn wait(self) {
         self.tracker.wait().await;
         let _ = tokio::time::timeout(Duration::from_millis(500), self.client.drain()).await;
@@ -407,7 +408,13 @@ fn replicator(
             subject,
             payload: b.freeze(),
         };
-        match tx.try_send(out) {
+        let sent = tx.try_send(out);
+        // The queue's depth for the gauge: two atomic loads.
+        stats.queue_len.store(
+            (tx.max_capacity() - tx.capacity()) as u64,
+            Ordering::Relaxed,
+        );
+        match sent {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let n = stats.publish_drops.fetch_add(1, Ordering::Relaxed) + 1;
@@ -445,14 +452,36 @@ async fn publish_loop(
             break;
         }
         stats.queue_len.store(rx.len() as u64, Ordering::Relaxed);
-        send(&client, &mut batch, &stats, &throttle).await;
+        // A send waits while NATS is away; shutdown must not wait with it. A
+        // send cut short keeps its batch, sent again below (a peer drops what
+        // it has already as a duplicate).
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = send(&client, &batch, &stats, &throttle) => batch.clear(),
+        }
     }
     // Stop taking ticks, then send what is queued within the deadline: a node
     // that stops cleanly leaves its peers with every tick it accepted.
     rx.close();
+    stats.queue_len.store(0, Ordering::Relaxed);
+    if client.connection_state() != async_nats::connection::State::Connected {
+        let left = batch.len() + rx.len();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "cluster: NATS is away, ticks not sent to peers at shutdown"
+            );
+        }
+        return;
+    }
     let drain = async {
-        while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
-            send(&client, &mut batch, &stats, &throttle).await;
+        loop {
+            if batch.is_empty() && rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
+                break;
+            }
+            send(&client, &batch, &stats, &throttle).await;
+            batch.clear();
         }
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
@@ -461,22 +490,18 @@ async fn publish_loop(
             "cluster: NATS did not take the last ticks in time"
         );
     }
-    stats.queue_len.store(0, Ordering::Relaxed);
 }
 
-async fn send(
-    client: &Client,
-    batch: &mut Vec<Outgoing>,
-    stats: &ClusterStats,
-    throttle: &Throttle,
-) {
+/// Publishes a batch and flushes. Cancel safe in the sense that matters: the
+/// batch is only read, so a cut-short send can be repeated.
+async fn send(client: &Client, batch: &[Outgoing], stats: &ClusterStats, throttle: &Throttle) {
     let mut sent = 0;
-    for m in batch.drain(..) {
+    for m in batch {
         let subject =
-            Subject::from_utf8(m.subject).expect("the subject is built from a valid topic");
+            Subject::from_utf8(m.subject.clone()).expect("the subject is built from a valid topic");
         // Waits only while the client's command queue is full (NATS slow or
         // reconnecting); the engine's queue in front of it absorbs that.
-        match client.publish(subject, m.payload).await {
+        match client.publish(subject, m.payload.clone()).await {
             Ok(()) => sent += 1,
             Err(e) => {
                 stats.publish_errors.fetch_add(1, Ordering::Relaxed);

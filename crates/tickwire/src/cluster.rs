@@ -81,7 +81,7 @@ impl Collector for ClusterCollector {
             ),
             (
                 "tickwire_cluster_publish_queue",
-                "Ticks waiting to go to NATS (at the last batch)",
+                "Ticks waiting to go to NATS",
                 s.queue_len as i64,
             ),
         ] {
