@@ -230,6 +230,8 @@ pub struct Engine {
     reg: RwLock<Registry>,
     stats: Arc<EngineStats>,
     replicator: OnceLock<Replicator>,
+    /// Rate limit of the "ticks from a peer were lost" warning (ms).
+    last_gap_log_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -318,6 +320,7 @@ impl Engine {
             reg: RwLock::new(Registry::default()),
             stats: Arc::new(EngineStats::default()),
             replicator: OnceLock::new(),
+            last_gap_log_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -392,13 +395,6 @@ impl Engine {
         Ok(self.publish_to(&slot, data))
     }
 
-    fn slot(&self, topic: &Topic, epoch: &Arc<str>) -> Result<Arc<Slot>, PublishError> {
-        if let Some(slot) = self.reg.read().by_name.get(topic.as_str()) {
-            return Ok(slot.clone());
-        }
-        self.create_topic(topic, epoch)
-    }
-
     /// Delivers a tick another node accepted, keeping its epoch, seq and ts.
     ///
     /// # Errors
@@ -411,8 +407,12 @@ impl Engine {
         ts: u64,
         data: &[u8],
     ) -> Result<RemoteOutcome, PublishError> {
-        let epoch: Arc<str> = Arc::from(epoch);
-        let slot = self.slot(topic, &epoch)?;
+        // Bound first: the read guard must be gone before create_topic takes the write lock.
+        let found = self.reg.read().by_name.get(topic.as_str()).cloned();
+        let slot = match found {
+            Some(slot) => slot,
+            None => self.create_topic(topic, &Arc::from(epoch))?,
+        };
         let mut s = slot.inner.lock();
         let outcome = if *s.epoch == *epoch {
             if seq <= s.seq && s.last.is_some() {
@@ -422,7 +422,17 @@ impl Engine {
             if seq > s.seq + 1 && s.last.is_some() {
                 let missed = seq - s.seq - 1;
                 self.stats.remote_gaps.fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(topic = %topic, epoch = %epoch, missed, "ticks from a peer were lost");
+                // Under overload this happens per tick: log at most once a second.
+                let now = tickwire_proto::now_ms();
+                let last = self.last_gap_log_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= 1000
+                    && self
+                        .last_gap_log_ms
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(topic = %topic, epoch = %epoch, missed, total = self.stats.remote_gaps.load(Ordering::Relaxed), "ticks from a peer were lost (logged at most once a second)");
+                }
                 // The history must stay contiguous: a recovery from before the
                 // hole would replay across it and claim `recovered: true`.
                 s.history.clear();
@@ -438,7 +448,7 @@ impl Engine {
                 self.stats.epoch_conflicts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = %topic, ours = %s.epoch, theirs = %epoch, "two nodes publish this topic at once");
             }
-            s.epoch = epoch;
+            s.epoch = Arc::from(epoch);
             // The old epoch's ticks are another seq space: never replay them as this one's.
             s.history.clear();
             RemoteOutcome::NewEpoch { conflict }
