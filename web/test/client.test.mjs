@@ -507,3 +507,10 @@ test('with no topics the connection is live after welcome', () => {
   assert.equal(t.client.state, 'live');
   assert.equal(ws.sent.length, 0);
 });
+
+test('buildSubscribe sends per-topic epochs with since', async () => {
+  const { buildSubscribe } = await import('../../crates/gateway/static/tickwire.js');
+  const m = buildSubscribe({ id: 1, topics: ['c.*'], epoch: 'e1', since: { 'c.a': 4 }, epochs: { 'c.a': 'nodeA' } });
+  assert.deepEqual(m.epochs, { 'c.a': 'nodeA' });
+  assert.equal(buildSubscribe({ id: 2, topics: ['c.*'], epoch: 'e1', since: { 'c.a': 4 } }).epochs, undefined);
+});

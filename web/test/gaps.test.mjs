@@ -121,3 +121,23 @@ test('retain() forgets unsubscribed topics, so they start from a baseline again'
   assert.equal(g.lastSeq('eq.B'), undefined);
   assert.deepEqual(g.observe('snapshot', 'eq.B', 90), { accept: true, gap: 0, cause: null });
 });
+
+test('on a cluster the topic epoch, not the node epoch, decides a recovery', () => {
+  const g = new GapTracker();
+  g.observe('snapshot', 'c.a', 40, 'nodeA');
+  g.observe('tick', 'c.a', 41, 'nodeA');
+  const since = g.since(['c.*']);
+  assert.deepEqual(since, { 'c.a': 41 });
+  assert.deepEqual(g.epochs(since), { 'c.a': 'nodeA' });
+  // Reconnected to node B (another welcome epoch), which replays nodeA's seqs.
+  g.beginRecovery(['c.*'], { epochChanged: true });
+  assert.deepEqual(g.observe('tick', 'c.a', 42, 'nodeA'), { accept: true, gap: 0, cause: null });
+});
+
+test('a topic moving to another epoch on a live connection is a new seq space', () => {
+  const g = new GapTracker();
+  g.observe('tick', 'c.a', 41, 'nodeA');
+  const r = g.observe('tick', 'c.a', 42, 'nodeB');
+  assert.equal(r.cause, 'epoch_changed');
+  assert.equal(g.observe('tick', 'c.a', 43, 'nodeB').gap, 0);
+});

@@ -275,6 +275,19 @@ export class GapTracker {
     }
   }
 
+  /**
+   * Per-topic epochs (clustered brokers put one in every tick and snapshot)
+   * of the topics in `since`, for the `epochs` field of a recovery.
+   */
+  epochs(since) {
+    const out = {};
+    for (const topic of Object.keys(since)) {
+      const e = this.topics.get(topic)?.epoch;
+      if (e) out[topic] = e;
+    }
+    return out;
+  }
+
   /** Forgets the topics that `keep(topic)` refuses (after an unsubscribe). */
   retain(keep) {
     for (const topic of this.topics.keys()) if (!keep(topic)) this.topics.delete(topic);
@@ -284,16 +297,23 @@ export class GapTracker {
     this.topics.clear();
   }
 
-  /** Judges one message; `kind` is `'tick'` or `'snapshot'`. See the class doc. */
-  observe(kind, topic, seq) {
+  /**
+   * Judges one message; `kind` is `'tick'` or `'snapshot'`. `epoch` is the
+   * frame's own epoch on a clustered broker (null elsewhere). See the class doc.
+   */
+  observe(kind, topic, seq, epoch = null) {
     const st = this.topics.get(topic);
     if (st === undefined) {
       // First value of this topic: a baseline, nothing to compare with.
-      this.topics.set(topic, { seq, recovering: null });
+      this.topics.set(topic, { seq, epoch, recovering: null });
       return { accept: true, gap: 0, cause: null };
     }
+    const topicEpochChanged = epoch !== null && st.epoch != null && epoch !== st.epoch;
+    if (epoch !== null) st.epoch = epoch;
     if (st.recovering) {
-      const { epochChanged } = st.recovering;
+      // With per-topic epochs (a cluster) the topic's own epoch decides, not
+      // the node's: another node may serve the same seq space.
+      const epochChanged = epoch !== null ? topicEpochChanged : st.recovering.epochChanged;
       st.recovering = null;
       if (epochChanged) {
         // The broker restarted: its seqs start again at 1 and say nothing
@@ -309,6 +329,11 @@ export class GapTracker {
         return { accept: true, gap, cause: gap > 0 ? 'recovery_failed' : null };
       }
       // A replayed tick: from here on it is a live connection again.
+    }
+    if (topicEpochChanged) {
+      // Another node took the topic over: a new seq space, nothing to compare.
+      st.seq = seq;
+      return { accept: true, gap: null, cause: 'epoch_changed', epochChanged: true };
     }
     if (seq <= st.seq) {
       // Snapshots of a topic already held (an overlapping or repeated
@@ -332,13 +357,14 @@ export class GapTracker {
  * when it is a positive number; `snapshot` only when false (the default is
  * true).
  */
-export function buildSubscribe({ id, topics, maxHz = null, snapshot = true, epoch = null, since = null }) {
+export function buildSubscribe({ id, topics, maxHz = null, snapshot = true, epoch = null, since = null, epochs = null }) {
   const msg = { op: 'subscribe', id, topics: [...topics] };
   if (snapshot === false) msg.snapshot = false;
   if (typeof maxHz === 'number' && maxHz > 0) msg.max_hz = maxHz;
   if (epoch && since && Object.keys(since).length > 0) {
     msg.epoch = epoch;
     msg.since = since;
+    if (epochs && Object.keys(epochs).length > 0) msg.epochs = epochs;
   }
   return msg;
 }
@@ -600,11 +626,13 @@ export class TickwireClient {
   #sendSubscribe(topics, { initial }) {
     let since = null;
     let epoch = null;
+    let epochs = null;
     if (initial) {
       // Recovery: ask for what was missed since the last seq of each topic,
       // in the seq space (epoch) those seqs belong to.
       if (this.epoch !== null) {
         since = this.tracker.since(topics, this.opts.maxSinceBytes);
+        epochs = this.tracker.epochs(since);
         epoch = this.epoch;
         this.tracker.beginRecovery(topics, { epochChanged: this.epoch !== this.conn.serverEpoch });
       }
@@ -612,7 +640,7 @@ export class TickwireClient {
     }
     const recovery = since !== null && Object.keys(since).length > 0;
     const id = this.#id('subscribe', { initial, recovery });
-    this.#send(buildSubscribe({ id, topics, maxHz: this.maxHz, snapshot: this.snapshot, epoch, since }));
+    this.#send(buildSubscribe({ id, topics, maxHz: this.maxHz, snapshot: this.snapshot, epoch, since, epochs }));
   }
 
   #onSubscribed(msg) {
@@ -655,7 +683,7 @@ export class TickwireClient {
     if (typeof msg.topic !== 'string' || typeof msg.seq !== 'number') return;
     // Ticks of a pattern that was just unsubscribed may still be in flight.
     if (!this.matches(msg.topic)) return;
-    const meta = this.tracker.observe(msg.type, msg.topic, msg.seq);
+    const meta = this.tracker.observe(msg.type, msg.topic, msg.seq, typeof msg.epoch === 'string' ? msg.epoch : null);
     if (!meta.accept) return;
     if (msg.type === 'tick') this.onTick?.(msg, meta);
     else this.onSnapshot?.(msg, meta);
