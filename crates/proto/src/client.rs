@@ -172,6 +172,34 @@ fn patterns(id: &Option<Id>, v: &BorrowedValue<'_>) -> Result<Vec<Pattern>, Pars
     Ok(out)
 }
 
+/// An optional object field of topic -> value, such as `since` and `epochs`.
+fn topic_map<T>(
+    id: &Option<Id>,
+    v: &BorrowedValue<'_>,
+    field: &str,
+    expected: &str,
+    value: impl Fn(&BorrowedValue<'_>) -> Option<T>,
+) -> Result<Vec<(Topic, T)>, ParseError> {
+    let obj = match v.get(field) {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => return Ok(Vec::new()),
+        Some(obj) => obj.as_object().ok_or_else(|| {
+            bad(
+                id,
+                format!("field '{field}' must be an object of topic to {expected}"),
+            )
+        })?,
+    };
+    obj.iter()
+        .map(|(k, x)| {
+            let topic = Topic::parse(k)
+                .map_err(|e| ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string()))?;
+            let x =
+                value(x).ok_or_else(|| bad(id, format!("{field}['{k}'] must be {expected}")))?;
+            Ok((topic, x))
+        })
+        .collect()
+}
+
 fn subscribe(id: Option<Id>, v: &BorrowedValue<'_>) -> Result<ClientMsg, ParseError> {
     let patterns = patterns(&id, v)?;
     let snapshot = match v.get("snapshot") {
@@ -195,42 +223,10 @@ fn subscribe(id: Option<Id>, v: &BorrowedValue<'_>) -> Result<ClientMsg, ParseEr
                 .to_owned(),
         ),
     };
-    let mut since = Vec::new();
-    match v.get("since") {
-        None | Some(BorrowedValue::Static(StaticNode::Null)) => {}
-        Some(obj) => {
-            let obj = obj
-                .as_object()
-                .ok_or_else(|| bad(&id, "field 'since' must be an object of topic to seq"))?;
-            for (k, seq) in obj.iter() {
-                let topic = Topic::parse(k).map_err(|e| {
-                    ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
-                })?;
-                let seq = seq
-                    .as_u64()
-                    .ok_or_else(|| bad(&id, format!("since['{k}'] must be a whole number")))?;
-                since.push((topic, seq));
-            }
-        }
-    }
-    let mut epochs = Vec::new();
-    match v.get("epochs") {
-        None | Some(BorrowedValue::Static(StaticNode::Null)) => {}
-        Some(obj) => {
-            let obj = obj
-                .as_object()
-                .ok_or_else(|| bad(&id, "field 'epochs' must be an object of topic to epoch"))?;
-            for (k, e) in obj.iter() {
-                let topic = Topic::parse(k).map_err(|e| {
-                    ParseError::new(id.clone(), ErrorCode::InvalidTopic, e.to_string())
-                })?;
-                let e = e
-                    .as_str()
-                    .ok_or_else(|| bad(&id, format!("epochs['{k}'] must be a string")))?;
-                epochs.push((topic, e.to_owned()));
-            }
-        }
-    }
+    let since = topic_map(&id, v, "since", "a whole number", |x| x.as_u64())?;
+    let epochs = topic_map(&id, v, "epochs", "a string", |x| {
+        x.as_str().map(str::to_owned)
+    })?;
     Ok(ClientMsg::Subscribe(Subscribe {
         id,
         patterns,
