@@ -93,7 +93,10 @@ async fn read_all_contiguous(c: &mut tickwire_testkit::Client, topics: usize, la
 async fn stuck_client_is_closed(many_topics: bool) {
     let srv = TestServer::start_with(|e, g| {
         e.outbox.soft_limit_bytes = 256 * 1024;
-        e.outbox.hard_limit_bytes = 512 * 1024;
+        // The soft path's pending frames (about 360 KiB) plus what the blocked
+        // writer had already taken (up to about the soft limit) must stay under
+        // the hard limit, or the hard limit closes it first.
+        e.outbox.hard_limit_bytes = if many_topics { 512 * 1024 } else { 1024 * 1024 };
         e.outbox.slow_timeout_ms = 2_000;
         e.history_per_topic = 2;
         // Only the outbox limits may close it here, not the write deadline.
@@ -101,9 +104,10 @@ async fn stuck_client_is_closed(many_topics: bool) {
         g.socket_send_buffer_bytes = 8 * 1024;
     })
     .await;
-    // Ticks of about 330 bytes. Hard path: 2,000 topics pending once each is
+    // Ticks of about 400 bytes. Hard path: 2,000 topics pending once each is
     // over 512 KiB even when conflated. Soft path: 900 topics conflated sit
-    // between 256 and 512 KiB (about 360 KiB), so only the soft-limit clock can close it.
+    // above 256 KiB (about 360 KiB), well under its 1 MiB hard limit, so only
+    // the soft-limit clock can close it.
     let n_topics = if many_topics { 2000 } else { 900 };
     let topics: Vec<Topic> = (0..n_topics)
         .map(|i| Topic::parse(&format!("load.t{i}")).unwrap())
