@@ -219,14 +219,15 @@ impl Outbox {
     }
 
     fn after_push(&self, mut st: parking_lot::MutexGuard<'_, State>, now: Instant) {
-        self.check_limits(&mut st, now, false);
+        self.check_limits(&mut st, || now, false);
         if st.held == 0 && st.tombstones > 64 && st.tombstones * 2 > st.queue.len() {
             compact(&mut st);
         }
         self.wake(st);
     }
 
-    fn check_limits(&self, st: &mut State, now: Instant, progressed: bool) {
+    /// `now` is read only over the soft limit, where the slow-consumer clock runs.
+    fn check_limits(&self, st: &mut State, now: impl FnOnce() -> Instant, progressed: bool) {
         let buffered = st.queued_bytes + st.inflight_bytes;
         st.max_buffered = st.max_buffered.max(buffered);
         if buffered > self.cfg.hard_limit_bytes {
@@ -236,6 +237,7 @@ impl Outbox {
                 st.conflating = true;
                 self.conflate_queue(st);
             }
+            let now = now();
             match st.over_soft_since {
                 None => {
                     st.over_soft_since = Some(now);
@@ -326,15 +328,29 @@ impl Outbox {
     pub fn written(&self, bytes: usize) {
         let mut st = self.state.lock();
         st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
-        self.check_limits(&mut st, Instant::now(), true);
+        self.check_limits(&mut st, Instant::now, true);
     }
 
     /// Queues the max_hz frames whose time has come; returns when the next one is due.
-    pub fn release_gates(&self, now: Instant) -> Option<Instant> {
+    /// Reads the clock only when the connection has max_hz gates.
+    pub fn release_gates(&self) -> Option<Instant> {
         let mut st = self.state.lock();
         if st.gates.is_empty() || st.slow.is_some() {
             return None;
         }
+        self.release_gates_locked(&mut st, Instant::now())
+    }
+
+    /// [`Outbox::release_gates`] at a given time.
+    pub fn release_gates_at(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.state.lock();
+        if st.gates.is_empty() || st.slow.is_some() {
+            return None;
+        }
+        self.release_gates_locked(&mut st, now)
+    }
+
+    fn release_gates_locked(&self, st: &mut State, now: Instant) -> Option<Instant> {
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         for (&topic, gate) in st.gates.iter_mut() {
@@ -352,9 +368,9 @@ impl Outbox {
         }
         if !due.is_empty() {
             for (topic, f) in due {
-                self.enqueue_tick(&mut st, topic, f);
+                self.enqueue_tick(st, topic, f);
             }
-            self.check_limits(&mut st, now, false);
+            self.check_limits(st, || now, false);
         }
         next
     }
@@ -370,7 +386,7 @@ impl Outbox {
     /// Re-evaluates the limits at `now` (the slow-consumer clock), waking the writer if slow.
     pub fn check(&self, now: Instant) {
         let mut st = self.state.lock();
-        self.check_limits(&mut st, now, false);
+        self.check_limits(&mut st, || now, false);
         if st.slow.is_some() {
             self.wake(st);
         }
@@ -571,10 +587,10 @@ mod tests {
             iv,
         );
         assert_eq!(frames(&o), vec!["a"]);
-        let next = o.release_gates(t0 + Duration::from_millis(100));
+        let next = o.release_gates_at(t0 + Duration::from_millis(100));
         assert_eq!(next, Some(t0 + Duration::from_millis(250)));
         assert!(frames(&o).is_empty());
-        o.release_gates(t0 + Duration::from_millis(250));
+        o.release_gates_at(t0 + Duration::from_millis(250));
         assert_eq!(frames(&o), vec!["c"]);
     }
 

@@ -220,6 +220,17 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
                 }
             },
         };
+        // `pre` is a view into hyper's read buffer (8 KiB): kept, it would keep
+        // that buffer alive for the connection's whole life. Moved into this
+        // block so that the view is dropped here, not at the end of the task.
+        let pre = {
+            let view = pre;
+            if view.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&view)
+            }
+        };
         if !gw.admit_connection() {
             // PROTOCOL.md: over max_connections, close with 1013 (try again later).
             gw.metrics

@@ -17,6 +17,7 @@
 mod auth;
 mod config;
 mod connection;
+mod frame;
 mod http;
 mod jwt;
 mod metrics;

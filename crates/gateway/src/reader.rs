@@ -1,10 +1,9 @@
 //! The reader task: frames from the client, control messages to the engine.
 //!
-//! fastwebsockets 0.10 leaves frame hygiene to us: unmasked client frames,
-//! the size of control frames, the total size, fragment count and UTF-8
-//! (fragment by fragment) of a fragmented message, and close frames are
-//! checked here. Its auto-pong and auto-close are off; Pongs and Close
-//! echoes go to the writer through [`Conn::ctl`]. The Autobahn suite runs
+//! Frames come from [`crate::frame`], which checks each header; the
+//! message layer is checked here: the total size, fragment count and UTF-8
+//! (fragment by fragment) of a fragmented message, and close frames. Pongs
+//! and Close echoes go to the writer through [`Conn::ctl`]. The Autobahn suite runs
 //! against this code through `examples/echo.rs` (docs/security.md).
 
 use std::sync::Arc;
@@ -12,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
 use tickwire_engine::{SubscribeError, SubscribeRequest};
 use tickwire_proto::{ClientMsg, ErrorCode, Id, encode, parse_client};
 use tokio::io::AsyncRead;
@@ -20,6 +18,7 @@ use tokio::io::AsyncRead;
 use crate::Gateway;
 use crate::auth::Principal;
 use crate::connection::Conn;
+use crate::frame::{FrameError, FrameReader, OpCode};
 #[cfg(feature = "conformance")]
 use crate::writer;
 
@@ -92,27 +91,12 @@ struct Reader {
     echo: bool,
 }
 
-/// Whether a frame came masked: fastwebsockets keeps the mask private but
-/// writes it into the header it formats.
-fn is_masked(frame: &mut Frame<'_>) -> bool {
-    let mut head = [0u8; 16];
-    frame.fmt_head(&mut head);
-    head[1] & 0x80 != 0
-}
-
-fn close_code_for(e: &WebSocketError) -> Option<u16> {
+fn close_for(e: &FrameError) -> Option<(u16, &'static str)> {
     match e {
-        WebSocketError::FrameTooLarge => Some(code::TOO_BIG),
-        WebSocketError::InvalidUTF8 => Some(code::INVALID_DATA),
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => None,
-        _ => Some(code::PROTOCOL),
+        FrameError::Protocol(reason) => Some((code::PROTOCOL, reason)),
+        FrameError::TooBig => Some((code::TOO_BIG, "message too big")),
+        FrameError::Eof => None,
     }
-}
-
-fn is_control(op: OpCode) -> bool {
-    matches!(op, OpCode::Close | OpCode::Ping | OpCode::Pong)
 }
 
 /// Close codes a peer may send (RFC 6455 7.4).
@@ -126,15 +110,7 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
     stream: S,
     principal: Option<Principal>,
 ) {
-    // The write half fastwebsockets pairs with it is unused: the writer task
-    // owns the socket's write side and frames its own output.
-    let (mut ws, _) =
-        fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    // fastwebsockets refuses a frame of `len >= max`: one more byte so that
-    // exactly `max_message_bytes` is allowed.
-    ws.set_max_message_size(gw.cfg.max_message_bytes + 1);
+    let mut ws = FrameReader::new(stream, gw.cfg.max_message_bytes);
     #[cfg(feature = "conformance")]
     let echo = gw.cfg.echo;
     #[cfg(not(feature = "conformance"))]
@@ -162,16 +138,15 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
     if !end.eof && !r.conn.ctl.lock().peer_closed {
         // We are closing: discard frames until the peer's Close or the end of
         // the stream (RFC 6455 5.5.1). The writer stops us after its close timeout.
-        let mut no_send = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
         loop {
-            match ws.read_frame(&mut no_send).await {
+            match ws.next().await {
                 Ok(f) if f.opcode == OpCode::Close => {
                     r.conn.ctl.lock().peer_closed = true;
                     break;
                 }
                 Ok(_) => continue,
                 Err(e) => {
-                    eof = close_code_for(&e).is_none();
+                    eof = close_for(&e).is_none();
                     break;
                 }
             }
@@ -242,28 +217,26 @@ impl ReadEnd {
 
 impl Reader {
     /// Reads until the connection ends or must be closed.
-    async fn read_loop<S: AsyncRead + Unpin>(&mut self, ws: &mut WebSocketRead<S>) -> ReadEnd {
+    async fn read_loop<S: AsyncRead + Unpin>(&mut self, ws: &mut FrameReader<S>) -> ReadEnd {
         let mut frag: Option<Fragmented> = None;
         let auth_deadline = self.gw.auth.required().then(|| {
             tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms)
         });
-        // With auto-pong and auto-close off, fastwebsockets has nothing to send.
-        let mut no_send = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
         loop {
-            let read = ws.read_frame(&mut no_send);
+            let read = ws.next();
             let res = match (auth_deadline, &self.principal) {
-                // Cancelling read_frame is safe here: on timeout nothing reads again.
+                // Cancelling `next` is safe (and on timeout nothing reads again).
                 (Some(deadline), None) => match tokio::time::timeout_at(deadline, read).await {
                     Ok(r) => r,
                     Err(_) => return ReadEnd::close(code::UNAUTHORIZED, "auth timeout"),
                 },
                 _ => read.await,
             };
-            let mut frame = match res {
+            let frame = match res {
                 Ok(f) => f,
                 Err(e) => {
-                    return match close_code_for(&e) {
-                        Some(c) => ReadEnd::close(c, "protocol error"),
+                    return match close_for(&e) {
+                        Some((c, r)) => ReadEnd::close(c, r),
                         None => ReadEnd {
                             close: None,
                             eof: true,
@@ -272,13 +245,6 @@ impl Reader {
                 }
             };
             self.conn.touch();
-            if !is_masked(&mut frame) {
-                return ReadEnd::close(code::PROTOCOL, "unmasked client frame");
-            }
-            // RFC 6455 5.5: fastwebsockets checks this for Ping only.
-            if is_control(frame.opcode) && frame.payload.len() > 125 {
-                return ReadEnd::close(code::PROTOCOL, "control frame over 125 bytes");
-            }
             match frame.opcode {
                 OpCode::Text | OpCode::Binary if frag.is_some() => {
                     return ReadEnd::close(code::PROTOCOL, "new message inside a fragmented one");
@@ -286,16 +252,17 @@ impl Reader {
                 OpCode::Binary if !self.echo() => {
                     return ReadEnd::close(code::UNSUPPORTED, "binary frames are not accepted");
                 }
-                // A whole text message: fastwebsockets checked its UTF-8.
                 OpCode::Text | OpCode::Binary if frame.fin => {
-                    let payload = frame.payload;
-                    if let Some((c, r)) = self.on_message(frame.opcode, &payload) {
+                    if frame.opcode == OpCode::Text && std::str::from_utf8(frame.payload).is_err() {
+                        return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
+                    }
+                    if let Some((c, r)) = self.on_message(frame.opcode, frame.payload) {
                         return ReadEnd::close(c, r);
                     }
                 }
                 OpCode::Text | OpCode::Binary => {
                     let mut buf = BytesMut::with_capacity(frame.payload.len() * 2);
-                    buf.extend_from_slice(&frame.payload);
+                    buf.extend_from_slice(frame.payload);
                     let mut f = Fragmented {
                         buf,
                         frames: 1,
@@ -318,7 +285,7 @@ impl Reader {
                     if f.frames > self.gw.cfg.max_fragments {
                         return ReadEnd::close(code::TOO_BIG, "too many fragments");
                     }
-                    f.buf.extend_from_slice(&frame.payload);
+                    f.buf.extend_from_slice(frame.payload);
                     if !f.utf8_so_far() || (frame.fin && !f.utf8_complete()) {
                         return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
                     }
@@ -334,15 +301,15 @@ impl Reader {
                     if self.echo() {
                         // Echo mode answers every Ping, in order with the
                         // echoed messages (the broker keeps only the newest).
-                        self.echo_frame(writer::OP_PONG, &frame.payload);
+                        self.echo_frame(writer::OP_PONG, frame.payload);
                         continue;
                     }
-                    self.conn.ctl.lock().pong = Some(bytes::Bytes::copy_from_slice(&frame.payload));
+                    self.conn.ctl.lock().pong = Some(bytes::Bytes::copy_from_slice(frame.payload));
                     self.conn.ctl_notify.notify_one();
                 }
                 OpCode::Pong => {}
                 OpCode::Close => {
-                    let (c, r) = self.on_close(&frame.payload);
+                    let (c, r) = self.on_close(frame.payload);
                     return ReadEnd::close(c, r);
                 }
             }

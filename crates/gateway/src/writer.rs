@@ -7,7 +7,10 @@
 //! no-op; on TLS, rustls keeps records it could not write yet and `flush`
 //! pushes them out, so it belongs to every batch (once per batch, not per frame).
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use tickwire_engine::{Drain, Entry, SlowReason, wire_len};
@@ -48,6 +51,12 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
+/// The instant of a token expiry given in seconds since the Unix epoch.
+fn expiry_instant(exp_s: u64) -> Instant {
+    let now_ms = tickwire_proto::now_ms();
+    Instant::now() + Duration::from_millis((exp_s * 1000).saturating_sub(now_ms))
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
@@ -83,6 +92,10 @@ enum Written {
 /// reading blocks the write, and the hard limit or the soft-limit clock must
 /// still close it then. Abandoning the write leaves a partial frame on the
 /// wire, so every outcome but `Done` ends with a reset, not a Close frame.
+///
+/// The common case, a socket with room, completes on the first poll: no timer
+/// is armed for it (arming and disarming one per batch was a measurable share
+/// of the CPU per delivery at low rates; docs/performance.md).
 async fn write_watching<W: WireWrite>(
     gw: &Gateway,
     conn: &Conn,
@@ -90,22 +103,25 @@ async fn write_watching<W: WireWrite>(
     buf: &[u8],
     limit: Duration,
 ) -> Written {
-    let write = timeout(limit, write_flush(w, buf));
-    tokio::pin!(write);
+    let mut write = pin!(write_flush(w, buf));
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let done = |r: std::io::Result<()>| match r {
+        Ok(()) => Written::Done,
+        Err(_) => Written::Failed,
+    };
+    if let Poll::Ready(r) = first {
+        return done(r);
+    }
+    let deadline = Instant::now() + limit;
     loop {
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
         tokio::select! {
             biased;
-            r = &mut write => {
-                return match r {
-                    Ok(Ok(())) => Written::Done,
-                    Ok(Err(_)) => Written::Failed,
-                    Err(_) => {
-                        tracing::info!(elapsed_ms = limit.as_millis() as u64, "write timeout");
-                        gw.metrics.close(4001);
-                        Written::Slow("write_timeout")
-                    }
-                };
+            r = &mut write => return done(r),
+            _ = sleep_until(deadline) => {
+                tracing::info!(elapsed_ms = limit.as_millis() as u64, "write timeout");
+                gw.metrics.close(4001);
+                return Written::Slow("write_timeout");
             }
             _ = gw.shutdown.cancelled() => return Written::Shutdown,
             _ = conn.outbox.notified() => {}
@@ -151,6 +167,13 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
     // go out, once, and then the Close (one pass, so a busy topic cannot
     // postpone it).
     let mut closing = false;
+    let mut shutdown = pin!(gw.shutdown.cancelled());
+    let mut outbox_wake = pin!(conn.outbox.notified());
+    let mut ctl_wake = pin!(conn.ctl_notify.notified());
+    let mut timer = pin!(sleep_until(far_future()));
+    let mut timer_at: Option<Instant> = None;
+    // Token expiry: (seconds since the epoch as last read, its instant).
+    let mut exp: (u64, Option<Instant>) = (0, None);
     let end = loop {
         let mut counted = 0usize;
         {
@@ -171,8 +194,7 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                 put_frame(&mut buf, opcode, &payload);
             }
         }
-        let now = Instant::now();
-        let gate_at = conn.outbox.release_gates(now.into_std());
+        let gate_at = conn.outbox.release_gates();
         match conn.outbox.drain(&mut batch) {
             Drain::Slow(reason) => {
                 slow_close(gw, reason_label(reason));
@@ -219,42 +241,54 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
         if closing {
             continue;
         }
-        let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
-        let gate_at = gate_at.map(Instant::from_std);
-        let dead_at = Instant::from_std(conn.last_seen()) + dead_after;
+        // One timer for the nearest deadline, re-armed only when that moves:
+        // registering a timer per deadline per wake-up cost more than the
+        // wake-up itself (docs/performance.md).
         let exp_s = conn.expires_at_s.load(Ordering::Relaxed);
-        let exp_at = (exp_s > 0).then(|| {
-            let now_ms = tickwire_proto::now_ms();
-            Instant::now() + Duration::from_millis((exp_s * 1000).saturating_sub(now_ms))
-        });
+        if exp_s != exp.0 {
+            exp = (exp_s, (exp_s > 0).then(|| expiry_instant(exp_s)));
+        }
+        let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
+        let dead_at = Instant::from_std(conn.last_seen()) + dead_after;
+        let at = [gate_at.map(Instant::from_std), slow_at, exp.1]
+            .into_iter()
+            .flatten()
+            .fold(dead_at.min(next_ping), Instant::min);
+        if timer_at != Some(at) {
+            timer.as_mut().reset(at);
+            timer_at = Some(at);
+        }
         tokio::select! {
             biased;
-            _ = gw.shutdown.cancelled() => break End::Shutdown,
-            _ = conn.ctl_notify.notified() => {}
-            _ = conn.outbox.notified() => {}
-            _ = sleep_until(dead_at) => {
-                if Instant::from_std(conn.last_seen()) + dead_after <= Instant::now() {
+            _ = &mut shutdown => break End::Shutdown,
+            _ = &mut ctl_wake => ctl_wake.set(conn.ctl_notify.notified()),
+            _ = &mut outbox_wake => outbox_wake.set(conn.outbox.notified()),
+            _ = &mut timer => {
+                // Fired: re-armed on the next pass, whatever the deadline.
+                timer_at = None;
+                let now = Instant::now();
+                if Instant::from_std(conn.last_seen()) + dead_after <= now {
                     gw.metrics.heartbeat_timeouts.inc();
                     tracing::info!("heartbeat timeout");
                     break End::Close(4000, "heartbeat timeout");
                 }
-            }
-            _ = sleep_until(next_ping) => {
-                next_ping = Instant::now() + hb;
-                put_frame(&mut buf, OP_PING, b"");
-                match timeout(write_timeout, write_flush(&mut w, &buf)).await {
-                    Ok(Ok(())) => buf.clear(),
-                    _ => break End::Abort,
-                }
-            }
-            _ = sleep_until(gate_at.unwrap_or_else(far_future)) => {}
-            _ = sleep_until(slow_at.unwrap_or_else(far_future)) => {
-                conn.outbox.check(std::time::Instant::now());
-            }
-            _ = sleep_until(exp_at.unwrap_or_else(far_future)) => {
-                if conn.expires_at_s.load(Ordering::Relaxed) == exp_s {
+                if exp.1.is_some_and(|e| e <= now)
+                    && conn.expires_at_s.load(Ordering::Relaxed) == exp.0
+                {
                     break End::Close(4002, "token expired");
                 }
+                if slow_at.is_some_and(|s| s <= now) {
+                    conn.outbox.check(now.into_std());
+                }
+                if next_ping <= now {
+                    next_ping = now + hb;
+                    put_frame(&mut buf, OP_PING, b"");
+                    match timeout(write_timeout, write_flush(&mut w, &buf)).await {
+                        Ok(Ok(())) => buf.clear(),
+                        _ => break End::Abort,
+                    }
+                }
+                // A max_hz gate's time is handled by `release_gates` at the top.
             }
         }
     };
