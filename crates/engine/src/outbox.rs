@@ -13,12 +13,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::TopicId;
 use crate::stats::EngineStats;
@@ -113,7 +113,10 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
+    /// The writer's wake-up: a flag plus the waker of the one task that waits
+    /// (cheaper per delivery than a `tokio::sync::Notify` and its waiter list).
+    signal: AtomicBool,
+    waker: AtomicWaker,
     cfg: OutboxConfig,
     stats: Arc<EngineStats>,
 }
@@ -131,7 +134,8 @@ impl Outbox {
     pub fn new(cfg: OutboxConfig, stats: Arc<EngineStats>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            signal: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             cfg,
             stats,
         }
@@ -142,7 +146,24 @@ impl Outbox {
     /// # Cancel safety
     /// Cancel safe: a wake-up that is not consumed stays stored.
     pub async fn notified(&self) {
-        self.notify.notified().await
+        std::future::poll_fn(|cx| self.poll_notified(cx)).await
+    }
+
+    /// Polls for a wake-up; one task at a time may wait.
+    pub fn poll_notified(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.signal.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.signal.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+
+    fn notify(&self) {
+        self.signal.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Queues a control frame (reply, status): never conflated or dropped while the
@@ -214,7 +235,7 @@ impl Outbox {
         }
         drop(st);
         if wake {
-            self.notify.notify_one();
+            self.notify();
         }
     }
 
