@@ -1,11 +1,13 @@
-//! Frame hygiene that fastwebsockets 0.10 leaves to us, and connection limits.
+//! Frame hygiene (the gateway's own frame reader, crates/gateway/src/frame.rs), and connection limits.
 //! Each hostile connection is closed with the right code while a healthy one
 //! keeps receiving ticks.
 
 use std::time::Duration;
 
 use serde_json::json;
-use tickwire_testkit::raw::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient};
+use tickwire_testkit::raw::{
+    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient, frame,
+};
 use tickwire_testkit::{Client, TestServer, WAIT, publish_http};
 
 async fn healthy(srv: &TestServer) -> Client {
@@ -324,4 +326,42 @@ async fn a_slow_handshake_is_cut_off() {
     );
     assert!(!String::from_utf8_lossy(&buf).contains("101 Switching"));
     still_served(&srv, &mut h).await;
+}
+
+/// Frames a client sends in the same packet as its upgrade request reach the
+/// broker through hyper's read buffer, not the socket; they are still read,
+/// in order.
+#[tokio::test]
+async fn frames_sent_behind_the_upgrade_request_are_read() {
+    let srv = TestServer::start().await;
+    let seq = publish_http(srv.addr, "pre.x", json!({"p":1})).await;
+    let behind = [
+        frame(
+            true,
+            OP_TEXT,
+            br#"{"op":"subscribe","id":"s1","topics":["pre.x"]}"#,
+            true,
+        ),
+        frame(true, OP_PING, b"hi", true),
+    ]
+    .concat();
+    let (mut c, status) = RawClient::try_connect_sending(srv.addr, &[], &behind).await;
+    assert_eq!(status, 101);
+    let mut texts = Vec::new();
+    let mut pong = None;
+    while texts.len() < 3 || pong.is_none() {
+        let f = c.read_frame(WAIT).await.expect("a frame");
+        match f.opcode {
+            OP_TEXT => texts.push(serde_json::from_slice::<serde_json::Value>(&f.payload).unwrap()),
+            OP_PONG => pong = Some(f.payload),
+            OP_PING => {}
+            other => panic!("unexpected opcode {other}"),
+        }
+    }
+    assert_eq!(texts[0]["type"], "welcome");
+    assert_eq!(texts[1]["type"], "subscribed");
+    assert_eq!(texts[1]["id"], "s1");
+    assert_eq!(texts[2]["type"], "snapshot");
+    assert_eq!(texts[2]["seq"], seq);
+    assert_eq!(pong.as_deref(), Some(&b"hi"[..]));
 }

@@ -71,6 +71,16 @@ impl RawClient {
 
     /// Connects and sends the upgrade with extra headers; returns the status code.
     pub async fn try_connect(addr: SocketAddr, headers: &[(&str, &str)]) -> (RawClient, u16) {
+        Self::try_connect_sending(addr, headers, &[]).await
+    }
+
+    /// Like [`RawClient::try_connect`], with `behind` (frames) sent in the same
+    /// write as the upgrade request, before the server has answered it.
+    pub async fn try_connect_sending(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+        behind: &[u8],
+    ) -> (RawClient, u16) {
         let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
             .await
             .expect("connect in time")
@@ -82,7 +92,9 @@ impl RawClient {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut out = req.into_bytes();
+        out.extend_from_slice(behind);
+        stream.write_all(&out).await.expect("write");
         let mut buf = Vec::new();
         let head_end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
