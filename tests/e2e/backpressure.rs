@@ -291,20 +291,44 @@ async fn slow_reader_stays_connected_and_ends_on_the_newest_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_hz_sends_at_most_that_rate_and_the_final_value_promptly() {
+    max_hz_case(false).await;
+}
+
+/// The same through a WebSocket publisher, whose reads are corked: a max_hz
+/// subscriber is still served by its writer's gate timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_hz_holds_for_a_websocket_publisher() {
+    max_hz_case(true).await;
+}
+
+async fn max_hz_case(ws_publisher: bool) {
     let srv = TestServer::start().await;
     let topic = Topic::parse("hz.t").unwrap();
     let mut c = srv.client().await;
     c.subscribe(json!({"op":"subscribe","topics":["hz.t"],"max_hz":4}))
         .await;
+    let mut ws = if ws_publisher {
+        Some(srv.publisher().await)
+    } else {
+        None
+    };
     let mut got: Vec<(Instant, u64)> = Vec::new();
     let publisher = async {
         // 200 ticks/s for 2.5 s.
         let mut every = tokio::time::interval(Duration::from_millis(5));
         for n in 1..=500u64 {
             every.tick().await;
-            srv.engine()
-                .publish(&topic, format!(r#"{{"n":{n}}}"#).as_bytes())
-                .unwrap();
+            match ws.as_mut() {
+                Some(p) => {
+                    p.send(json!({"op":"publish","topic":"hz.t","data":{"n":n}}))
+                        .await
+                }
+                None => {
+                    srv.engine()
+                        .publish(&topic, format!(r#"{{"n":{n}}}"#).as_bytes())
+                        .unwrap();
+                }
+            }
         }
         Instant::now()
     };
@@ -338,4 +362,64 @@ async fn max_hz_sends_at_most_that_rate_and_the_final_value_promptly() {
     }
     assert!(got.len() >= 8, "about 4 a second for 2.5 s: {}", got.len());
     assert!(got.windows(2).all(|w| w[1].1 > w[0].1));
+}
+
+/// A WebSocket publisher's ticks reach idle subscribers by sends from its own
+/// task (the direct path, `tickwire_direct_writes_total`); a stuck subscriber
+/// still fills up and is closed at the hard limit, and a healthy one still gets
+/// every tick in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_publisher_reaches_healthy_and_stuck_subscribers() {
+    let srv = TestServer::start_with(|e, g| {
+        e.outbox.soft_limit_bytes = 256 * 1024;
+        e.outbox.hard_limit_bytes = 512 * 1024;
+        e.history_per_topic = 2;
+        g.write_timeout_ms = 60_000;
+        g.socket_send_buffer_bytes = 8 * 1024;
+    })
+    .await;
+    let n_topics = 2000;
+    let per_topic = 2u64;
+    let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
+    stuck
+        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
+        .await;
+    let mut healthy = srv.client().await;
+    healthy
+        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
+        .await;
+    let reader = tokio::spawn(async move {
+        read_all_contiguous(&mut healthy, n_topics, per_topic).await;
+    });
+    let mut publisher = srv.publisher().await;
+    let pad = "x".repeat(300);
+    let mut every = tokio::time::interval(Duration::from_millis(1));
+    let total = n_topics * per_topic as usize;
+    let mut sent = 0;
+    while sent < total {
+        every.tick().await;
+        for _ in 0..4.min(total - sent) {
+            let topic = format!("load.t{}", sent % n_topics);
+            publisher
+                .send(json!({"op":"publish","topic":topic,"data":{"n":sent,"pad":pad}}))
+                .await;
+            sent += 1;
+        }
+    }
+    tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("healthy client gets every tick in time")
+        .unwrap();
+    wait_metric(
+        &srv,
+        "tickwire_slow_consumer_closes_total{reason=\"hard_limit\"}",
+        1.0,
+        WAIT,
+    )
+    .await;
+    assert!(srv.metric("tickwire_direct_writes_total").await > 0.0);
+    assert_eq!(
+        srv.metric("tickwire_closes_total{code=\"4001\"}").await,
+        1.0
+    );
 }

@@ -17,7 +17,10 @@ mod outbox;
 mod registry;
 mod stats;
 
-pub use outbox::{Drain, Entry, Outbox, OutboxConfig, SlowReason, wire_len};
+pub use outbox::{
+    DirectSink, DirectWritten, Drain, Entry, Outbox, OutboxConfig, SlowReason, cork, uncork,
+    wire_len,
+};
 pub use registry::{
     CONFLICT_WINDOW_MS, Engine, EngineConfig, PublishError, Published, RemoteOutcome, Replicated,
     Replicator, SubscribeError, SubscribeRequest, TopicInfo, TopicSnapshot,

@@ -11,9 +11,10 @@
 //! * above `hard_limit_bytes`, or above the soft limit for `slow_timeout_ms`:
 //!   the outbox is marked slow, dropped, and the writer closes with 4001.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
@@ -52,6 +53,76 @@ pub enum SlowReason {
 
 /// `topic` of a control frame: never conflated.
 const CONTROL: u32 = u32::MAX;
+/// `topic` of the unwritten rest of a frame a direct write began: bytes for
+/// the wire as they are, before anything else.
+const RAW: u32 = u32::MAX - 1;
+
+/// What a [`DirectSink`] wrote of the entries it was given.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirectWritten {
+    /// Entries from the front that are done: wholly on the socket, or (the
+    /// last of them, when `rest` is set) begun.
+    pub entries: usize,
+    /// The unwritten wire bytes (header included) of the entry cut short.
+    pub rest: Option<Bytes>,
+}
+
+/// A connection's socket, for writing from the publishing task while the
+/// connection's writer task is idle.
+///
+/// A publishing task *corks* ([`cork`]) while it handles the messages of one
+/// read; the outboxes it fills are then written at [`uncork`], everything
+/// pending on each in one non-blocking `send`. At low rates a delivery is one
+/// `send` instead of a task wake-up, a task switch and the `send`; at high
+/// rates the frames of a whole read still go out together
+/// (docs/performance.md).
+pub trait DirectSink: Send + Sync + std::fmt::Debug {
+    /// Writes `entries` (frames; [`Entry::is_raw`] ones as they are) without blocking.
+    fn try_write(&self, entries: &[Entry]) -> DirectWritten;
+}
+
+/// Pending bytes over this go to the writer task, not a direct write.
+const DIRECT_MAX_BYTES: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Cork {
+    on: bool,
+    pending: Vec<Arc<Outbox>>,
+}
+
+thread_local! {
+    static CORK: RefCell<Cork> = RefCell::default();
+}
+
+/// Until [`uncork`], writer wake-ups on this thread are deferred (when the
+/// connection has a [`DirectSink`]). Call only where nothing awaits before the
+/// matching [`uncork`].
+pub fn cork() {
+    CORK.with(|c| c.borrow_mut().on = true);
+}
+
+/// Ends [`cork`]: writes what the deferred outboxes hold directly, or wakes
+/// their writers.
+pub fn uncork() {
+    let mut pending = CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        c.on = false;
+        std::mem::take(&mut c.pending)
+    });
+    if pending.is_empty() {
+        return;
+    }
+    for o in pending.drain(..) {
+        o.flush_deferred();
+    }
+    // Keep the list's memory for the next read.
+    CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.pending.is_empty() {
+            c.pending = pending;
+        }
+    });
+}
 
 /// One pending frame. A tick whose `frame` is empty was conflated away (a tombstone).
 #[derive(Debug, Clone)]
@@ -64,6 +135,26 @@ pub struct Entry {
 impl Entry {
     fn is_tombstone(&self) -> bool {
         self.frame.is_empty()
+    }
+
+    /// A control frame or raw bytes: never conflated.
+    fn is_control(&self) -> bool {
+        self.topic >= RAW
+    }
+
+    /// Wire bytes to write as they are (no frame header): the rest of a frame
+    /// whose beginning a direct write sent.
+    pub fn is_raw(&self) -> bool {
+        self.topic == RAW
+    }
+
+    /// Bytes this entry takes on the wire.
+    pub fn wire_len(&self) -> usize {
+        if self.is_raw() {
+            self.frame.len()
+        } else {
+            wire_len(self.frame.len())
+        }
     }
 }
 
@@ -106,6 +197,12 @@ struct State {
     woken: bool,
     gates: HashMap<u32, Gate>,
     max_buffered: usize,
+    /// The writer task is waiting and not touching the socket: a frame may be
+    /// written through `sink` directly.
+    writer_idle: bool,
+    sink: Option<Arc<dyn DirectSink>>,
+    /// Marked slow while the rest of a direct write was still queued.
+    mid_frame: bool,
 }
 
 /// One connection's queue of frames; shared by the engine (producer) and the
@@ -117,6 +214,8 @@ pub struct Outbox {
     /// (cheaper per delivery than a `tokio::sync::Notify` and its waiter list).
     signal: AtomicBool,
     waker: AtomicWaker,
+    /// Itself, for the cork list.
+    me: Weak<Outbox>,
     cfg: OutboxConfig,
     stats: Arc<EngineStats>,
 }
@@ -128,17 +227,21 @@ pub enum Drain {
     Frames,
     /// The connection is a slow consumer: close it with 4001.
     Slow(SlowReason),
+    /// The same, but the socket holds part of a frame: reset it, as no Close
+    /// frame can follow.
+    SlowMidFrame(SlowReason),
 }
 
 impl Outbox {
-    pub fn new(cfg: OutboxConfig, stats: Arc<EngineStats>) -> Outbox {
-        Outbox {
+    pub fn new(cfg: OutboxConfig, stats: Arc<EngineStats>) -> Arc<Outbox> {
+        Arc::new_cyclic(|me| Outbox {
             state: Mutex::new(State::default()),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            me: me.clone(),
             cfg,
             stats,
-        }
+        })
     }
 
     /// Waits until there may be something to drain.
@@ -228,15 +331,95 @@ impl Outbox {
         st.queue.push(Entry { topic, frame });
     }
 
-    fn wake(&self, mut st: parking_lot::MutexGuard<'_, State>) {
-        let wake = !st.woken && st.held == 0;
-        if wake {
-            st.woken = true;
+    /// Sets the socket for direct writes (plain TCP; none for TLS, whose
+    /// records only the writer may produce).
+    pub fn set_direct_sink(&self, sink: Arc<dyn DirectSink>) {
+        self.state.lock().sink = Some(sink);
+    }
+
+    /// The writer says it is about to wait (`true`) or has woken (`false`).
+    /// Taking the lock to say it also waits for a direct write in progress,
+    /// so the two never write to the socket at once. `false` also holds
+    /// direct writes back until the writer next waits: the reader says so
+    /// when it hands the writer a frame (a Pong) that later frames must not
+    /// overtake.
+    pub fn set_writer_idle(&self, idle: bool) {
+        self.state.lock().writer_idle = idle;
+    }
+
+    /// Writes what is pending straight to the socket when the writer is idle;
+    /// returns true when nothing is left for the writer.
+    fn write_direct(&self, st: &mut State) -> bool {
+        // max_hz gates are timed by the writer: it must hear of every push.
+        if !st.writer_idle
+            || st.held > 0
+            || st.conflating
+            || st.slow.is_some()
+            || st.closed
+            || !st.gates.is_empty()
+            || st.queued_bytes > DIRECT_MAX_BYTES
+        {
+            return false;
+        }
+        let Some(sink) = st.sink.as_ref() else {
+            return false;
+        };
+        if st.queue.is_empty() {
+            return true;
+        }
+        let w = sink.try_write(&st.queue);
+        let done: usize = st.queue.drain(..w.entries).map(|e| e.wire_len()).sum();
+        st.queued_bytes -= done;
+        if let Some(rest) = w.rest {
+            st.queued_bytes += rest.len();
+            st.queue.insert(
+                0,
+                Entry {
+                    topic: RAW,
+                    frame: rest,
+                },
+            );
+        }
+        st.queue.is_empty()
+    }
+
+    /// At [`uncork`]: the deferred wake-up, as a direct write if it can be.
+    fn flush_deferred(&self) {
+        let mut st = self.state.lock();
+        if !st.woken {
+            // The writer woke for something else and took the frames.
+            return;
+        }
+        if self.write_direct(&mut st) {
+            st.woken = false;
+            return;
         }
         drop(st);
-        if wake {
-            self.notify();
+        self.notify();
+    }
+
+    fn wake(&self, mut st: parking_lot::MutexGuard<'_, State>) {
+        if st.woken || st.held > 0 {
+            return;
         }
+        st.woken = true;
+        if st.writer_idle && st.sink.is_some() {
+            let deferred = CORK.with(|c| {
+                let mut c = c.borrow_mut();
+                if !c.on {
+                    return false;
+                }
+                if let Some(me) = self.me.upgrade() {
+                    c.pending.push(me);
+                }
+                true
+            });
+            if deferred {
+                return;
+            }
+        }
+        drop(st);
+        self.notify();
     }
 
     fn after_push(&self, mut st: parking_lot::MutexGuard<'_, State>, now: Instant) {
@@ -288,6 +471,8 @@ impl Outbox {
     fn mark_slow(&self, st: &mut State, reason: SlowReason) {
         if st.slow.is_none() {
             st.slow = Some(reason);
+            // A frame a direct write began is cut off: no Close frame can follow it.
+            st.mid_frame = st.queue.iter().any(Entry::is_raw);
             // Nothing more will be written but the close frame: free the memory now.
             st.queue = Vec::new();
             st.queued_bytes = 0;
@@ -303,7 +488,7 @@ impl Outbox {
         let mut dropped = 0u64;
         for i in (0..st.queue.len()).rev() {
             let e = &st.queue[i];
-            if e.topic == CONTROL || e.is_tombstone() {
+            if e.is_control() || e.is_tombstone() {
                 continue;
             }
             let topic = e.topic;
@@ -329,7 +514,11 @@ impl Outbox {
         st.woken = false;
         if let Some(reason) = st.slow {
             st.closed = true;
-            return Drain::Slow(reason);
+            return if st.mid_frame {
+                Drain::SlowMidFrame(reason)
+            } else {
+                Drain::Slow(reason)
+            };
         }
         if st.held > 0 {
             return Drain::Frames;
@@ -452,6 +641,8 @@ impl Outbox {
     pub fn close(&self) {
         let mut st = self.state.lock();
         st.closed = true;
+        st.sink = None;
+        st.writer_idle = false;
         st.queue = Vec::new();
         st.queued_bytes = 0;
         st.gates = HashMap::new();
@@ -481,12 +672,12 @@ impl Outbox {
 
 /// Removes tombstones and re-indexes the newest tick per topic.
 fn compact(st: &mut State) {
-    st.queue.retain(|e| !e.is_tombstone() || e.topic == CONTROL);
+    st.queue.retain(|e| !e.is_tombstone() || e.is_control());
     st.tombstones = 0;
     if st.conflating {
         st.latest.clear();
         for (i, e) in st.queue.iter().enumerate() {
-            if e.topic != CONTROL {
+            if !e.is_control() {
                 st.latest.insert(e.topic, i);
             }
         }
@@ -497,7 +688,7 @@ fn compact(st: &mut State) {
 mod tests {
     use super::*;
 
-    fn outbox(soft: usize, hard: usize) -> Outbox {
+    fn outbox(soft: usize, hard: usize) -> Arc<Outbox> {
         Outbox::new(
             OutboxConfig {
                 soft_limit_bytes: soft,
@@ -628,5 +819,183 @@ mod tests {
         assert!(frames(&o).is_empty(), "held: nothing to take yet");
         o.fill_reserved(at, Bytes::from_static(b"subscribed"));
         assert_eq!(frames(&o), vec!["subscribed", "snap"]);
+    }
+
+    /// A socket with `room` bytes of space that records what it took
+    /// (frames without headers, for readable assertions).
+    #[derive(Debug, Default)]
+    struct Sock {
+        room: std::sync::atomic::AtomicUsize,
+        took: Mutex<Vec<u8>>,
+        sends: std::sync::atomic::AtomicUsize,
+    }
+
+    impl DirectSink for Sock {
+        fn try_write(&self, entries: &[Entry]) -> DirectWritten {
+            self.sends.fetch_add(1, Ordering::Relaxed);
+            let mut room = self.room.load(Ordering::Relaxed);
+            let mut w = DirectWritten::default();
+            for e in entries {
+                if room == 0 {
+                    break;
+                }
+                let n = room.min(e.frame.len());
+                self.took.lock().extend_from_slice(&e.frame[..n]);
+                room -= n;
+                w.entries += 1;
+                if n < e.frame.len() {
+                    w.rest = Some(e.frame.slice(n..));
+                    break;
+                }
+            }
+            self.room.store(room, Ordering::Relaxed);
+            w
+        }
+    }
+
+    fn with_sock(room: usize) -> (Arc<Outbox>, Arc<Sock>) {
+        let o = outbox(1000, 10_000);
+        let sock = Arc::new(Sock::default());
+        sock.room.store(room, Ordering::Relaxed);
+        o.set_direct_sink(sock.clone());
+        (o, sock)
+    }
+
+    fn tick(o: &Outbox, topic: u32, s: &'static str) {
+        o.push_tick(
+            TopicId(topic),
+            Bytes::from_static(s.as_bytes()),
+            Instant::now(),
+            None,
+        );
+    }
+
+    #[test]
+    fn corked_pushes_go_out_in_one_direct_write_at_uncork() {
+        let (o, sock) = with_sock(1000);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "a");
+        tick(&o, 2, "bb");
+        assert!(sock.took.lock().is_empty(), "nothing before uncork");
+        uncork();
+        assert_eq!(*sock.took.lock(), b"abb");
+        assert_eq!(sock.sends.load(Ordering::Relaxed), 1, "one send for both");
+        assert!(
+            !o.signal.load(Ordering::Acquire),
+            "the writer was not woken"
+        );
+        assert_eq!(o.buffered(), 0);
+        assert!(frames(&o).is_empty(), "nothing left for the writer");
+        // Not corked: the writer is woken as usual.
+        tick(&o, 1, "c");
+        assert_eq!(sock.sends.load(Ordering::Relaxed), 1);
+        assert_eq!(frames(&o), ["c"]);
+    }
+
+    #[test]
+    fn a_busy_writer_is_woken_not_bypassed() {
+        let (o, sock) = with_sock(1000);
+        cork();
+        tick(&o, 1, "a");
+        uncork();
+        assert_eq!(sock.sends.load(Ordering::Relaxed), 0);
+        assert_eq!(frames(&o), ["a"]);
+    }
+
+    #[test]
+    fn the_rest_of_a_partial_write_goes_first_and_raw() {
+        let (o, sock) = with_sock(3);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "a");
+        tick(&o, 2, "hello");
+        tick(&o, 3, "next");
+        uncork();
+        assert_eq!(*sock.took.lock(), b"ahe");
+        assert_eq!(o.buffered(), 3 + wire_len(4), "the rest is still buffered");
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::Frames);
+        assert!(v[0].is_raw() && &v[0].frame[..] == b"llo");
+        assert_eq!(v[0].wire_len(), 3);
+        assert!(!v[1].is_raw() && &v[1].frame[..] == b"next");
+    }
+
+    #[test]
+    fn a_full_socket_leaves_the_frames_to_the_writer() {
+        let (o, sock) = with_sock(0);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "a");
+        uncork();
+        assert!(sock.took.lock().is_empty());
+        assert_eq!(frames(&o), ["a"]);
+    }
+
+    #[test]
+    fn raw_bytes_are_never_conflated_and_a_cut_frame_is_reset() {
+        let (o, _sock) = with_sock(1);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "xyz");
+        uncork();
+        o.set_writer_idle(false);
+        // Over the soft limit: conflation keeps the raw rest.
+        for i in 0..200 {
+            o.push_tick(
+                TopicId(1),
+                Bytes::from(format!("{i:08}")),
+                Instant::now(),
+                None,
+            );
+        }
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::Frames);
+        assert!(v[0].is_raw() && &v[0].frame[..] == b"yz");
+        assert!(v.len() < 201, "ticks were conflated");
+        // Marked slow while a frame's rest is queued: the writer must reset.
+        let (o, _sock) = with_sock(1);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "xyz");
+        uncork();
+        o.set_writer_idle(false);
+        // Distinct topics: conflation cannot shrink them, the hard limit is hit.
+        for i in 2..2002 {
+            o.push_tick(
+                TopicId(i),
+                Bytes::from(format!("{i:08}")),
+                Instant::now(),
+                None,
+            );
+        }
+        let mut v = Vec::new();
+        assert_eq!(o.drain(&mut v), Drain::SlowMidFrame(SlowReason::HardLimit));
+    }
+
+    #[test]
+    fn max_hz_connections_are_left_to_the_writer() {
+        let (o, sock) = with_sock(1000);
+        o.set_writer_idle(true);
+        cork();
+        let now = Instant::now();
+        o.push_tick(
+            TopicId(1),
+            Bytes::from_static(b"a"),
+            now,
+            Some(Duration::from_secs(1)),
+        );
+        o.push_tick(
+            TopicId(1),
+            Bytes::from_static(b"b"),
+            now,
+            Some(Duration::from_secs(1)),
+        );
+        uncork();
+        assert_eq!(sock.sends.load(Ordering::Relaxed), 0);
+        // The writer was woken: it has the first frame and times the gate.
+        assert!(o.signal.load(Ordering::Acquire), "the writer was woken");
+        assert_eq!(frames(&o), ["a"]);
+        assert!(o.release_gates_at(now).is_some(), "b waits for its gate");
     }
 }

@@ -347,7 +347,7 @@ impl Engine {
 
     /// A new outbox with this engine's limits and counters.
     pub fn new_outbox(&self) -> Arc<Outbox> {
-        Arc::new(Outbox::new(self.cfg.outbox, self.stats.clone()))
+        Outbox::new(self.cfg.outbox, self.stats.clone())
     }
 
     /// Registers a connection so it can subscribe.

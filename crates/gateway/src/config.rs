@@ -26,6 +26,9 @@ pub struct GatewayConfig {
     /// SO_SNDBUF of each accepted socket. Left to autotune, the kernel buffers
     /// megabytes for a stuck peer before any limit of ours can see them.
     pub socket_send_buffer_bytes: usize,
+    /// Write a frame from the publishing task when the connection's writer is
+    /// idle (plain TCP): saves a task wake-up per delivery at low rates.
+    pub direct_writes: bool,
     /// An HTTP request's headers must arrive within this (slowloris guard).
     pub header_read_timeout_ms: u64,
     /// Largest body of `POST /api/publish`.
@@ -80,6 +83,7 @@ impl Default for GatewayConfig {
             // About 100 KB went into a stuck peer with this bound, versus 2.9 MB
             // autotuned (docs/architecture.md).
             socket_send_buffer_bytes: 64 * 1024,
+            direct_writes: true,
             header_read_timeout_ms: 10_000,
             max_http_body_bytes: 4 * 1024 * 1024,
             control_rate_per_sec: 100,

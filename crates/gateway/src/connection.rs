@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::transport::{self, Stream, WireWrite};
+use crate::transport::{self, Stream, TcpSink, TcpWrite, WireWrite};
 use crate::{Gateway, reader, writer};
+use tokio::net::tcp::OwnedWriteHalf;
 
 /// Requests from the reader (or a timer) to the writer, outside the outbox.
 #[derive(Debug, Default)]
@@ -72,10 +73,12 @@ pub(crate) async fn serve(
     match stream {
         Stream::Tcp(s) => {
             let (r, w) = s.into_split();
-            run(gw, r, w, pre, peer, principal).await;
+            let w = Arc::new(w);
+            let direct = gw.cfg.direct_writes.then(|| w.clone());
+            run(gw, r, TcpWrite(w), direct, pre, peer, principal).await;
         }
         Stream::Tls(s) => match transport::split_tls(*s) {
-            Ok((r, w)) => run(gw, r, w, pre, peer, principal).await,
+            Ok((r, w)) => run(gw, r, w, None, pre, peer, principal).await,
             Err(e) => {
                 // Out of descriptors: drop the connection rather than serve
                 // one that could not be reset.
@@ -90,6 +93,7 @@ async fn run<R, W>(
     gw: Arc<Gateway>,
     r: R,
     w: W,
+    direct: Option<Arc<OwnedWriteHalf>>,
     pre: Bytes,
     peer: SocketAddr,
     principal: Option<Principal>,
@@ -101,6 +105,14 @@ async fn run<R, W>(
     let span = tracing::debug_span!("conn", conn_id = id.0, %peer);
     async move {
         let outbox = gw.engine.new_outbox();
+        if let Some(w) = direct {
+            outbox.set_direct_sink(Arc::new(TcpSink {
+                w,
+                frames_out: gw.metrics.frames_out.clone(),
+                bytes_out: gw.metrics.bytes_out.clone(),
+                direct_writes: gw.metrics.direct_writes.clone(),
+            }));
+        }
         let conn = Arc::new(Conn {
             id,
             outbox: outbox.clone(),

@@ -124,6 +124,12 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
         })
     }
 
+    /// Whether [`FrameReader::next`] would return at once, without reading.
+    pub fn frame_ready(&mut self) -> bool {
+        self.discard_consumed();
+        !matches!(self.parse(), Ok(None))
+    }
+
     fn discard_consumed(&mut self) {
         if self.consumed == 0 {
             return;
@@ -201,26 +207,36 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
 
     /// Reads once, appending to the buffer; returns the bytes read (0 at the end).
     async fn fill(&mut self) -> usize {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Reads what the socket has now without waiting: `None` if it has nothing
+    /// (the task is then woken when it has), else as [`FrameReader::fill`].
+    pub async fn fill_now(&mut self) -> Option<usize> {
+        match std::future::poll_fn(|cx| Poll::Ready(self.poll_fill(cx))).await {
+            Poll::Ready(n) => Some(n),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<usize> {
         let stream = &mut self.stream;
         let buf = &mut self.buf;
-        std::future::poll_fn(|cx| {
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let mut rb = ReadBuf::new(&mut scratch[..]);
-                match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "read failed");
-                        Poll::Ready(0)
-                    }
-                    Poll::Ready(Ok(())) => {
-                        buf.extend_from_slice(rb.filled());
-                        Poll::Ready(rb.filled().len())
-                    }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut rb = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "read failed");
+                    Poll::Ready(0)
                 }
-            })
+                Poll::Ready(Ok(())) => {
+                    buf.extend_from_slice(rb.filled());
+                    Poll::Ready(rb.filled().len())
+                }
+            }
         })
-        .await
     }
 }
 

@@ -358,18 +358,28 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         parsed.push((topic, data));
     }
     let mut seqs = Vec::with_capacity(parsed.len());
-    for (i, (topic, data)) in parsed.iter().enumerate() {
-        match gw.engine.publish(topic, data) {
-            Ok(p) => seqs.push(p.seq),
-            Err(e) => {
-                return json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "bad_request",
-                    &e.to_string(),
-                    Some(lines[i].0),
-                );
-            }
-        }
+    // Corked (no await until the uncork below): idle subscribers get the
+    // batch's frames by direct writes, many per send.
+    if gw.cfg.direct_writes {
+        tickwire_engine::cork();
+    }
+    let published = parsed
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, (topic, data))| {
+            gw.engine
+                .publish(topic, data)
+                .map(|p| seqs.push(p.seq))
+                .map_err(|e| (i, e))
+        });
+    tickwire_engine::uncork();
+    if let Err((i, e)) = published {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bad_request",
+            &e.to_string(),
+            Some(lines[i].0),
+        );
     }
     gw.metrics.http_published.inc_by(seqs.len() as u64);
     let body = serde_json::json!({ "accepted": seqs.len(), "seqs": seqs });

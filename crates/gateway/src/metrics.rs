@@ -30,6 +30,8 @@ pub struct Metrics {
     pub connections_total: Counter,
     pub frames_out: Counter,
     pub bytes_out: Counter,
+    /// Sends made by a publishing task straight to an idle connection's socket.
+    pub direct_writes: Counter,
     pub errors: Family<CodeLabel, Counter>,
     pub closes: Family<CodeLabel, Counter>,
     pub slow_consumers: Family<ReasonLabel, Counter>,
@@ -150,6 +152,7 @@ impl Metrics {
             connections_total: Counter::default(),
             frames_out: Counter::default(),
             bytes_out: Counter::default(),
+            direct_writes: Counter::default(),
             errors: Family::default(),
             closes: Family::default(),
             slow_consumers: Family::default(),
@@ -179,6 +182,11 @@ impl Metrics {
             "tickwire_bytes_out",
             "Bytes written to clients",
             m.bytes_out.clone(),
+        );
+        registry.register(
+            "tickwire_direct_writes",
+            "Sends made by a publishing task straight to an idle connection's socket",
+            m.direct_writes.clone(),
         );
         registry.register("tickwire_errors", "Error replies by code", m.errors.clone());
         registry.register(

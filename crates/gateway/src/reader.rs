@@ -33,6 +33,9 @@ pub(crate) mod code {
     pub const UNAUTHORIZED: u16 = 4500;
 }
 
+/// Frames handled between two uncorks at most (see `read_loop`).
+const CORK_FRAMES: usize = 1024;
+
 /// A token bucket for control messages, plus a one-second flood counter.
 #[derive(Debug)]
 struct RateLimit {
@@ -222,7 +225,31 @@ impl Reader {
         let auth_deadline = self.gw.auth.required().then(|| {
             tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms)
         });
+        // The frames of one read are handled corked: the writers they wake are
+        // written to directly once the read is done (tickwire_engine::cork).
+        struct Uncork;
+        impl Drop for Uncork {
+            fn drop(&mut self) {
+                tickwire_engine::uncork();
+            }
+        }
+        let _uncork = Uncork;
+        let mut corked = 0usize;
         loop {
+            // Read on while the socket has data (a publisher at full speed),
+            // up to a budget, so that one direct write carries many frames;
+            // then write, before waiting or after the budget.
+            while corked < CORK_FRAMES && !ws.frame_ready() {
+                match ws.fill_now().await {
+                    Some(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+            if corked >= CORK_FRAMES || !ws.frame_ready() {
+                // Nothing may stay corked while this task waits.
+                tickwire_engine::uncork();
+                corked = 0;
+            }
             let read = ws.next();
             let res = match (auth_deadline, &self.principal) {
                 // Cancelling `next` is safe (and on timeout nothing reads again).
@@ -245,6 +272,10 @@ impl Reader {
                 }
             };
             self.conn.touch();
+            if self.gw.cfg.direct_writes {
+                tickwire_engine::cork();
+                corked += 1;
+            }
             match frame.opcode {
                 OpCode::Text | OpCode::Binary if frag.is_some() => {
                     return ReadEnd::close(code::PROTOCOL, "new message inside a fragmented one");
@@ -304,6 +335,9 @@ impl Reader {
                         self.echo_frame(writer::OP_PONG, frame.payload);
                         continue;
                     }
+                    // Until the writer has sent this Pong, replies to later
+                    // messages must not overtake it by a direct write.
+                    self.conn.outbox.set_writer_idle(false);
                     self.conn.ctl.lock().pong = Some(bytes::Bytes::copy_from_slice(frame.payload));
                     self.conn.ctl_notify.notify_one();
                 }
@@ -322,6 +356,7 @@ impl Reader {
 
     #[cfg(feature = "conformance")]
     fn echo_frame(&self, opcode: u8, payload: &[u8]) {
+        self.conn.outbox.set_writer_idle(false);
         self.conn
             .ctl
             .lock()

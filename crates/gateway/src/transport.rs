@@ -11,6 +11,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use tickwire_engine::{DirectSink, DirectWritten, Entry};
 use tokio::io::{AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -29,9 +34,103 @@ pub(crate) trait WireWrite: AsyncWrite + Unpin + Send {
     fn reset(&self);
 }
 
-impl WireWrite for OwnedWriteHalf {
+/// The plain-TCP write half, shared by the writer task and the outbox's
+/// direct path ([`TcpSink`]); the outbox's writer-idle flag keeps them from
+/// writing at the same time.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpWrite(pub Arc<OwnedWriteHalf>);
+
+impl WireWrite for TcpWrite {
     fn reset(&self) {
-        let _ = socket2::SockRef::from(self.as_ref()).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(self.0.as_ref().as_ref()).set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl AsyncWrite for TcpWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let s: &TcpStream = self.0.as_ref().as_ref();
+        loop {
+            std::task::ready!(s.poll_write_ready(cx))?;
+            match s.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let s: &TcpStream = self.0.as_ref().as_ref();
+        Poll::Ready(socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// Direct writes of one frame from the publishing task (plain TCP only).
+#[derive(Debug)]
+pub(crate) struct TcpSink {
+    pub w: Arc<OwnedWriteHalf>,
+    pub frames_out: Counter,
+    pub bytes_out: Counter,
+    pub direct_writes: Counter,
+}
+
+thread_local! {
+    /// Where a direct write's frames are laid out, headers included.
+    static SEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl DirectSink for TcpSink {
+    fn try_write(&self, entries: &[Entry]) -> DirectWritten {
+        SEND_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            for e in entries {
+                if e.is_raw() {
+                    buf.extend_from_slice(&e.frame);
+                } else if !e.frame.is_empty() {
+                    crate::writer::put_header(&mut buf, crate::writer::OP_TEXT, e.frame.len());
+                    buf.extend_from_slice(&e.frame);
+                }
+            }
+            // Would block or failed: the writer task finds out and handles it.
+            let n = self.w.try_write(&buf).unwrap_or_default();
+            let mut w = DirectWritten::default();
+            if n == 0 {
+                return w;
+            }
+            self.bytes_out.inc_by(n as u64);
+            self.direct_writes.inc();
+            let mut start = 0;
+            let mut frames = 0;
+            for e in entries {
+                if start >= n {
+                    break;
+                }
+                let end = start + if e.frame.is_empty() { 0 } else { e.wire_len() };
+                w.entries += 1;
+                if !e.is_raw() && end > start {
+                    frames += 1;
+                }
+                if end > n {
+                    w.rest = Some(Bytes::copy_from_slice(&buf[n..end]));
+                    break;
+                }
+                start = end;
+            }
+            self.frames_out.inc_by(frames);
+            // A large batch does not keep its buffer.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            w
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use tickwire_engine::{Drain, Entry, SlowReason, wire_len};
+use tickwire_engine::{Drain, Entry, SlowReason};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -32,18 +32,28 @@ pub(crate) const OP_PONG: u8 = 0xA;
 /// After a batch this large, the buffer is given back so idle connections stay small.
 const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Writes a final, unmasked frame header into `h`; returns its length (2 to 10).
+pub(crate) fn header_into(h: &mut [u8; 10], opcode: u8, len: usize) -> usize {
+    h[0] = 0x80 | opcode;
+    if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if len < 65_536 {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
 /// Appends a final, unmasked frame header.
 pub(crate) fn put_header(buf: &mut Vec<u8>, opcode: u8, len: usize) {
-    buf.push(0x80 | opcode);
-    if len < 126 {
-        buf.push(len as u8);
-    } else if len < 65_536 {
-        buf.push(126);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(127);
-        buf.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    let mut h = [0u8; 10];
+    let n = header_into(&mut h, opcode, len);
+    buf.extend_from_slice(&h[..n]);
 }
 
 fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
@@ -143,6 +153,14 @@ async fn write_flush<W: WireWrite>(w: &mut W, buf: &[u8]) -> std::io::Result<()>
     w.flush().await
 }
 
+/// What woke the waiting writer.
+enum Woke {
+    Shutdown,
+    Ctl,
+    Outbox,
+    Timer,
+}
+
 /// How the loop ended.
 enum End {
     /// Send Close with this code and reason, then wait for the peer's Close.
@@ -200,15 +218,25 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                 slow_close(gw, reason_label(reason));
                 break End::Close(4001, "slow consumer");
             }
+            Drain::SlowMidFrame(reason) => {
+                gw.metrics.close(4001);
+                slow_close(gw, reason_label(reason));
+                break End::Abort;
+            }
             Drain::Frames => {
                 let mut frames = 0u64;
                 for e in batch.drain(..) {
                     if e.frame.is_empty() {
                         continue;
                     }
-                    counted += wire_len(e.frame.len());
-                    put_frame(&mut buf, OP_TEXT, &e.frame);
-                    frames += 1;
+                    counted += e.wire_len();
+                    if e.is_raw() {
+                        // The rest of a frame a direct write began (counted there).
+                        buf.extend_from_slice(&e.frame);
+                    } else {
+                        put_frame(&mut buf, OP_TEXT, &e.frame);
+                        frames += 1;
+                    }
                 }
                 gw.metrics.frames_out.inc_by(frames);
             }
@@ -258,12 +286,22 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
             timer.as_mut().reset(at);
             timer_at = Some(at);
         }
-        tokio::select! {
+        // While the writer waits, the publishing task may write to the socket
+        // itself (Outbox::set_direct_sink); it stops the moment we wake.
+        conn.outbox.set_writer_idle(true);
+        let woke = tokio::select! {
             biased;
-            _ = &mut shutdown => break End::Shutdown,
-            _ = &mut ctl_wake => ctl_wake.set(conn.ctl_notify.notified()),
-            _ = &mut outbox_wake => outbox_wake.set(conn.outbox.notified()),
-            _ = &mut timer => {
+            _ = &mut shutdown => Woke::Shutdown,
+            _ = &mut ctl_wake => Woke::Ctl,
+            _ = &mut outbox_wake => Woke::Outbox,
+            _ = &mut timer => Woke::Timer,
+        };
+        conn.outbox.set_writer_idle(false);
+        match woke {
+            Woke::Shutdown => break End::Shutdown,
+            Woke::Ctl => ctl_wake.set(conn.ctl_notify.notified()),
+            Woke::Outbox => outbox_wake.set(conn.outbox.notified()),
+            Woke::Timer => {
                 // Fired: re-armed on the next pass, whatever the deadline.
                 timer_at = None;
                 let now = Instant::now();

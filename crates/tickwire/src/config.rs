@@ -34,6 +34,7 @@ pub const LIMITS: &[(&str, u64)] = &[
     ("header_read_timeout_ms", 10_000),
     ("close_timeout_ms", 2_000),
     ("shutdown_timeout_ms", 5_000),
+    ("direct_writes", 1),
 ];
 
 /// Everything the binary needs, validated.
@@ -287,6 +288,12 @@ impl Config {
                 bail!("key `limits.{k}`{}: must be above 0", self.where_());
             }
         }
+        if l("direct_writes") > 1 {
+            bail!(
+                "key `limits.direct_writes`{}: must be 0 (off) or 1 (on)",
+                self.where_()
+            );
+        }
         if l("max_tick_bytes") > l("max_message_bytes") {
             bail!(
                 "key `limits.max_tick_bytes`{}: must not exceed max_message_bytes",
@@ -345,6 +352,7 @@ impl Config {
             header_read_timeout_ms: self.limit("header_read_timeout_ms"),
             close_timeout_ms: self.limit("close_timeout_ms"),
             shutdown_timeout_ms: self.limit("shutdown_timeout_ms"),
+            direct_writes: self.limit("direct_writes") != 0,
             auth: self.auth.clone(),
             tls: self.tls.clone(),
             ..GatewayConfig::default()
