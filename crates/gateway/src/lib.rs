@@ -1,13 +1,15 @@
 //! The network face of tickwire: a hyper 1 server with the `/ws` WebSocket
-//! upgrade (fastwebsockets), the HTTP API, `/metrics` and the dashboard. The
-//! only crate that owns client sockets; topics and fan-out are the engine's.
+//! upgrade (handshake by fastwebsockets, frames our own), the HTTP API,
+//! `/metrics` and the dashboard. The only crate that owns client sockets;
+//! topics and fan-out are the engine's.
 //! Entry point: [`Gateway`] and its [`Gateway::serve`].
 //!
 //! # Layout
 //! * `config`: [`GatewayConfig`] and [`AuthConfig`]
 //! * `http`: routes, the JSON API, static files
 //! * `connection`: one WebSocket connection's shared state and lifetime
-//! * `reader`: frames in, frame hygiene, control messages to the engine
+//! * `frame`: client frames off the wire, buffers sized on demand
+//! * `reader`: messages in, frame hygiene, control messages to the engine
 //! * `writer`: batches out, heartbeats, deadlines, the close handshake
 //! * `auth`, `jwt`: publisher keys, JWTs, rights, origins
 //! * `metrics`: Prometheus counters

@@ -480,6 +480,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("soft_limit_bytes"), "{e}");
+        let e = load_file("[limits]\ndirect_writes = 2\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.direct_writes") && e.contains(".toml"),
+            "{e}"
+        );
+        let c = load_file("", &[("TICKWIRE_DIRECT_WRITES", "0")]).unwrap();
+        assert!(!c.gateway().direct_writes);
+        assert!(load_file("", &[]).unwrap().gateway().direct_writes);
     }
 
     #[test]
