@@ -18,8 +18,8 @@ mod registry;
 mod stats;
 
 pub use outbox::{
-    DirectSink, DirectWritten, Drain, Entry, Outbox, OutboxConfig, SlowReason, cork, uncork,
-    wire_len,
+    Corked, DirectSink, DirectWritten, Drain, Entry, Outbox, OutboxConfig, SlowReason, cork,
+    corked, uncork, wire_len,
 };
 pub use registry::{
     CONFLICT_WINDOW_MS, Engine, EngineConfig, PublishError, Published, RemoteOutcome, Replicated,

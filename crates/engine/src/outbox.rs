@@ -101,6 +101,22 @@ pub fn cork() {
     CORK.with(|c| c.borrow_mut().on = true);
 }
 
+/// [`cork`] until the guard is dropped (then [`uncork`]), also on a panic.
+#[must_use = "uncorks when dropped"]
+pub struct Corked(());
+
+impl Drop for Corked {
+    fn drop(&mut self) {
+        uncork();
+    }
+}
+
+/// [`cork`], with a guard that uncorks when dropped.
+pub fn corked() -> Corked {
+    cork();
+    Corked(())
+}
+
 /// Ends [`cork`]: writes what the deferred outboxes hold directly, or wakes
 /// their writers.
 pub fn uncork() {
@@ -148,9 +164,9 @@ impl Entry {
         self.topic == RAW
     }
 
-    /// Bytes this entry takes on the wire.
+    /// Bytes this entry takes on the wire (none for a tombstone).
     pub fn wire_len(&self) -> usize {
-        if self.is_raw() {
+        if self.is_raw() || self.frame.is_empty() {
             self.frame.len()
         } else {
             wire_len(self.frame.len())
@@ -203,6 +219,9 @@ struct State {
     sink: Option<Arc<dyn DirectSink>>,
     /// Marked slow while the rest of a direct write was still queued.
     mid_frame: bool,
+    /// The reader handed the writer a frame (a Pong) that later frames must
+    /// not overtake: no direct writes until the writer has taken it.
+    ctl_hold: bool,
 }
 
 /// One connection's queue of frames; shared by the engine (producer) and the
@@ -339,12 +358,35 @@ impl Outbox {
 
     /// The writer says it is about to wait (`true`) or has woken (`false`).
     /// Taking the lock to say it also waits for a direct write in progress,
-    /// so the two never write to the socket at once. `false` also holds
-    /// direct writes back until the writer next waits: the reader says so
-    /// when it hands the writer a frame (a Pong) that later frames must not
-    /// overtake.
+    /// so the two never write to the socket at once.
     pub fn set_writer_idle(&self, idle: bool) {
         self.state.lock().writer_idle = idle;
+    }
+
+    /// Holds direct writes back (`true`) while the writer owes a frame that
+    /// later ones must not overtake (a Pong); the writer releases (`false`)
+    /// when it takes that frame. Both sides call it under the same lock that
+    /// guards the frame, so a release cannot pass a newer hold.
+    pub fn hold_direct(&self, hold: bool) {
+        self.state.lock().ctl_hold = hold;
+    }
+
+    /// The rest of a frame a direct write began, if one is queued: the writer
+    /// sends it before anything else (a Pong, a Ping, a Close) so that no
+    /// bytes land inside that frame. Its bytes count as taken by the writer.
+    pub fn take_raw(&self) -> Option<Bytes> {
+        let mut st = self.state.lock();
+        let first = st.queue.first_mut()?;
+        if !first.is_raw() || first.frame.is_empty() {
+            return None;
+        }
+        // Left in place, empty, so that reserved positions do not move;
+        // `drain` drops it.
+        let rest = std::mem::take(&mut first.frame);
+        st.tombstones += 1;
+        st.queued_bytes -= rest.len();
+        st.inflight_bytes += rest.len();
+        Some(rest)
     }
 
     /// Writes what is pending straight to the socket when the writer is idle;
@@ -352,6 +394,7 @@ impl Outbox {
     fn write_direct(&self, st: &mut State) -> bool {
         // max_hz gates are timed by the writer: it must hear of every push.
         if !st.writer_idle
+            || st.ctl_hold
             || st.held > 0
             || st.conflating
             || st.slow.is_some()
@@ -472,7 +515,7 @@ impl Outbox {
         if st.slow.is_none() {
             st.slow = Some(reason);
             // A frame a direct write began is cut off: no Close frame can follow it.
-            st.mid_frame = st.queue.iter().any(Entry::is_raw);
+            st.mid_frame = st.queue.iter().any(|e| e.is_raw() && !e.is_tombstone());
             // Nothing more will be written but the close frame: free the memory now.
             st.queue = Vec::new();
             st.queued_bytes = 0;
@@ -637,15 +680,19 @@ impl Outbox {
         self.state.lock().gates.remove(&topic.0);
     }
 
-    /// Stops accepting frames; pending ones are dropped.
-    pub fn close(&self) {
+    /// Stops accepting frames; pending ones are dropped. Returns true when
+    /// that dropped the rest of a frame already begun on the socket: the
+    /// connection must then be reset, not sent a Close frame.
+    pub fn close(&self) -> bool {
         let mut st = self.state.lock();
+        let cut = st.mid_frame || st.queue.iter().any(|e| e.is_raw() && !e.is_tombstone());
         st.closed = true;
         st.sink = None;
         st.writer_idle = false;
         st.queue = Vec::new();
         st.queued_bytes = 0;
         st.gates = HashMap::new();
+        cut
     }
 
     /// Bytes queued and not yet written.
@@ -997,5 +1044,50 @@ mod tests {
         assert!(o.signal.load(Ordering::Acquire), "the writer was woken");
         assert_eq!(frames(&o), ["a"]);
         assert!(o.release_gates_at(now).is_some(), "b waits for its gate");
+    }
+
+    #[test]
+    fn the_raw_rest_is_taken_first_and_a_close_over_it_is_a_cut() {
+        let (o, _sock) = with_sock(2);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "hello");
+        uncork();
+        o.set_writer_idle(false);
+        tick(&o, 2, "next");
+        // The writer takes the rest before anything else it sends.
+        assert_eq!(o.take_raw().as_deref(), Some(&b"llo"[..]));
+        assert_eq!(o.take_raw(), None, "taken once");
+        assert_eq!(o.buffered(), 3 + wire_len(4), "the rest is in flight");
+        assert_eq!(frames(&o), ["next"], "the placeholder is dropped");
+        assert!(!o.close(), "nothing cut");
+        // Closed with the rest still queued: the frame is cut.
+        let (o, _sock) = with_sock(2);
+        o.set_writer_idle(true);
+        cork();
+        tick(&o, 1, "hello");
+        uncork();
+        assert!(o.close());
+    }
+
+    #[test]
+    fn a_held_pong_keeps_later_frames_from_overtaking_it() {
+        let (o, sock) = with_sock(1000);
+        o.set_writer_idle(true);
+        o.hold_direct(true);
+        cork();
+        tick(&o, 1, "reply");
+        uncork();
+        assert_eq!(sock.sends.load(Ordering::Relaxed), 0, "held: not written");
+        assert!(
+            o.signal.load(Ordering::Acquire),
+            "the writer was woken instead"
+        );
+        assert_eq!(frames(&o), ["reply"]);
+        o.hold_direct(false);
+        cork();
+        tick(&o, 1, "later");
+        uncork();
+        assert_eq!(*sock.took.lock(), b"later");
     }
 }

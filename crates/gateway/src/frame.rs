@@ -78,8 +78,9 @@ pub(crate) enum FrameError {
 pub(crate) struct FrameReader<S> {
     stream: S,
     buf: Vec<u8>,
-    /// `buf[..consumed]` belongs to the frame last returned.
-    consumed: usize,
+    /// Where the next frame begins: `buf[..start]` is frames already
+    /// returned, dropped only before the next read (not once per frame).
+    start: usize,
     max_payload: usize,
 }
 
@@ -98,57 +99,64 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
         FrameReader {
             stream,
             buf: Vec::new(),
-            consumed: 0,
+            start: 0,
             max_payload,
         }
     }
 
     /// The next frame. Cancel safe: bytes read stay buffered.
     pub async fn next(&mut self) -> Result<Frame<'_>, FrameError> {
-        self.discard_consumed();
+        self.release_if_empty();
         let p = loop {
             if let Some(p) = self.parse()? {
                 break p;
             }
+            self.compact();
             if self.fill().await == 0 {
                 return Err(FrameError::Eof);
             }
         };
-        let payload = &mut self.buf[p.start..p.end];
-        unmask(payload, p.mask);
-        self.consumed = p.end;
+        let (from, to) = (self.start + p.start, self.start + p.end);
+        unmask(&mut self.buf[from..to], p.mask);
+        self.start = to;
         Ok(Frame {
             fin: p.fin,
             opcode: p.opcode,
-            payload: &self.buf[p.start..p.end],
+            payload: &self.buf[from..to],
         })
     }
 
     /// Whether [`FrameReader::next`] would return at once, without reading.
     pub fn frame_ready(&mut self) -> bool {
-        self.discard_consumed();
+        self.release_if_empty();
         !matches!(self.parse(), Ok(None))
     }
 
-    fn discard_consumed(&mut self) {
-        if self.consumed == 0 {
-            return;
-        }
-        if self.consumed == self.buf.len() {
+    /// Everything returned: the buffer is emptied, and given back if large.
+    fn release_if_empty(&mut self) {
+        if self.start > 0 && self.start == self.buf.len() {
             if self.buf.capacity() > KEEP_BYTES {
                 self.buf = Vec::new();
             } else {
                 self.buf.clear();
             }
-        } else {
-            self.buf.drain(..self.consumed);
+            self.start = 0;
         }
-        self.consumed = 0;
     }
 
-    /// A complete frame at the start of the buffer, `None` if more bytes are needed.
+    /// Before a read: drops the frames already returned, so the incomplete
+    /// one starts the buffer.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// A complete frame at `start` (offsets relative to it), `None` if more
+    /// bytes are needed.
     fn parse(&self) -> Result<Option<Parsed>, FrameError> {
-        let b = &self.buf[..];
+        let b = &self.buf[self.start..];
         if b.len() < 2 {
             return Ok(None);
         }
@@ -213,6 +221,7 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
     /// Reads what the socket has now without waiting: `None` if it has nothing
     /// (the task is then woken when it has), else as [`FrameReader::fill`].
     pub async fn fill_now(&mut self) -> Option<usize> {
+        self.compact();
         match std::future::poll_fn(|cx| Poll::Ready(self.poll_fill(cx))).await {
             Poll::Ready(n) => Some(n),
             Poll::Pending => None,
@@ -330,6 +339,24 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(r.next().await.unwrap_err(), FrameError::Eof);
         assert_eq!(r.buf.capacity(), 0, "nothing kept after a large frame");
+    }
+
+    #[tokio::test]
+    async fn many_frames_in_one_read_come_out_in_order() {
+        let mut wire = Vec::new();
+        for i in 0..300u32 {
+            wire.extend(frame(0x81, format!("msg {i}").as_bytes(), i.to_be_bytes()));
+        }
+        let mut r = FrameReader::new(&wire[..], 100);
+        for i in 0..300u32 {
+            if i > 0 {
+                assert!(r.frame_ready(), "frame {i} is already buffered");
+            }
+            let f = r.next().await.unwrap();
+            assert_eq!(f.payload, format!("msg {i}").as_bytes());
+        }
+        assert!(!r.frame_ready());
+        assert_eq!(r.next().await.unwrap_err(), FrameError::Eof);
     }
 
     async fn first_error(wire: Vec<u8>, max: usize) -> FrameError {

@@ -358,21 +358,20 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         parsed.push((topic, data));
     }
     let mut seqs = Vec::with_capacity(parsed.len());
-    // Corked (no await until the uncork below): idle subscribers get the
-    // batch's frames by direct writes, many per send.
-    if gw.cfg.direct_writes {
-        tickwire_engine::cork();
-    }
-    let published = parsed
-        .iter()
-        .enumerate()
-        .try_for_each(|(i, (topic, data))| {
-            gw.engine
-                .publish(topic, data)
-                .map(|p| seqs.push(p.seq))
-                .map_err(|e| (i, e))
-        });
-    tickwire_engine::uncork();
+    let published = {
+        // Corked (nothing awaits in this block): idle subscribers get the
+        // batch's frames by direct writes, many per send.
+        let _corked = gw.cfg.direct_writes.then(tickwire_engine::corked);
+        parsed
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, (topic, data))| {
+                gw.engine
+                    .publish(topic, data)
+                    .map(|p| seqs.push(p.seq))
+                    .map_err(|e| (i, e))
+            })
+    };
     if let Err((i, e)) = published {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,

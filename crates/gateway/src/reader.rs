@@ -227,13 +227,7 @@ impl Reader {
         });
         // The frames of one read are handled corked: the writers they wake are
         // written to directly once the read is done (tickwire_engine::cork).
-        struct Uncork;
-        impl Drop for Uncork {
-            fn drop(&mut self) {
-                tickwire_engine::uncork();
-            }
-        }
-        let _uncork = Uncork;
+        let _uncork = tickwire_engine::corked();
         let mut corked = 0usize;
         loop {
             // Read on while the socket has data (a publisher at full speed),
@@ -335,10 +329,13 @@ impl Reader {
                         self.echo_frame(writer::OP_PONG, frame.payload);
                         continue;
                     }
-                    // Until the writer has sent this Pong, replies to later
-                    // messages must not overtake it by a direct write.
-                    self.conn.outbox.set_writer_idle(false);
-                    self.conn.ctl.lock().pong = Some(bytes::Bytes::copy_from_slice(frame.payload));
+                    {
+                        // Until the writer has taken this Pong, replies to later
+                        // messages must not overtake it by a direct write.
+                        let mut ctl = self.conn.ctl.lock();
+                        self.conn.outbox.hold_direct(true);
+                        ctl.pong = Some(bytes::Bytes::copy_from_slice(frame.payload));
+                    }
                     self.conn.ctl_notify.notify_one();
                 }
                 OpCode::Pong => {}
@@ -356,12 +353,12 @@ impl Reader {
 
     #[cfg(feature = "conformance")]
     fn echo_frame(&self, opcode: u8, payload: &[u8]) {
-        self.conn.outbox.set_writer_idle(false);
-        self.conn
-            .ctl
-            .lock()
-            .echo
-            .push_back((opcode, bytes::Bytes::copy_from_slice(payload)));
+        {
+            let mut ctl = self.conn.ctl.lock();
+            self.conn.outbox.hold_direct(true);
+            ctl.echo
+                .push_back((opcode, bytes::Bytes::copy_from_slice(payload)));
+        }
         self.conn.ctl_notify.notify_one();
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tickwire_engine::{Drain, Entry, SlowReason};
 use tokio::io::AsyncWriteExt;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 
 use crate::Gateway;
 use crate::connection::Conn;
@@ -185,6 +185,7 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
     // go out, once, and then the Close (one pass, so a busy topic cannot
     // postpone it).
     let mut closing = false;
+    let mut ping_due = false;
     let mut shutdown = pin!(gw.shutdown.cancelled());
     let mut outbox_wake = pin!(conn.outbox.notified());
     let mut ctl_wake = pin!(conn.ctl_notify.notified());
@@ -194,6 +195,9 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
     let mut exp: (u64, Option<Instant>) = (0, None);
     let end = loop {
         let mut counted = 0usize;
+        // Set when `buf` holds the rest of a cut frame: until it is written,
+        // no Close frame may follow.
+        let mut rest_taken = false;
         {
             let mut ctl = conn.ctl.lock();
             if let Some((code, reason)) = ctl.close {
@@ -204,21 +208,39 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
             } else if ctl.eof {
                 break End::Gone;
             }
+            // The rest of a frame a direct write began goes first: nothing
+            // may land inside it.
+            if let Some(rest) = conn.outbox.take_raw() {
+                counted += rest.len();
+                buf.extend_from_slice(&rest);
+                rest_taken = true;
+            }
+            let mut took = false;
             if let Some(p) = ctl.pong.take() {
                 put_frame(&mut buf, OP_PONG, &p);
+                took = true;
             }
             #[cfg(feature = "conformance")]
             for (opcode, payload) in ctl.echo.drain(..) {
                 put_frame(&mut buf, opcode, &payload);
+                took = true;
+            }
+            if took {
+                // Released under the ctl lock the reader held it under.
+                conn.outbox.hold_direct(false);
+            }
+            if ping_due {
+                put_frame(&mut buf, OP_PING, b"");
+                ping_due = false;
             }
         }
         let gate_at = conn.outbox.release_gates();
         match conn.outbox.drain(&mut batch) {
-            Drain::Slow(reason) => {
+            Drain::Slow(reason) if !rest_taken => {
                 slow_close(gw, reason_label(reason));
                 break End::Close(4001, "slow consumer");
             }
-            Drain::SlowMidFrame(reason) => {
+            Drain::Slow(reason) | Drain::SlowMidFrame(reason) => {
                 gw.metrics.close(4001);
                 slow_close(gw, reason_label(reason));
                 break End::Abort;
@@ -319,18 +341,22 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                     conn.outbox.check(now.into_std());
                 }
                 if next_ping <= now {
+                    // Sent at the top of the loop, behind any rest of a frame.
                     next_ping = now + hb;
-                    put_frame(&mut buf, OP_PING, b"");
-                    match timeout(write_timeout, write_flush(&mut w, &buf)).await {
-                        Ok(Ok(())) => buf.clear(),
-                        _ => break End::Abort,
-                    }
+                    ping_due = true;
                 }
                 // A max_hz gate's time is handled by `release_gates` at the top.
             }
         }
     };
-    conn.outbox.close();
+    // A frame a direct write began and nobody finished: no Close can follow.
+    let end = match end {
+        End::Close(..) | End::Shutdown if conn.outbox.close() => End::Abort,
+        end => {
+            conn.outbox.close();
+            end
+        }
+    };
     finish(gw, conn, w, end).await;
 }
 
