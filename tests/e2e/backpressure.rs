@@ -90,6 +90,22 @@ async fn read_all_contiguous(c: &mut tickwire_testkit::Client, topics: usize, la
     }
 }
 
+/// A client with a 4 KiB receive buffer that never reads and a healthy one,
+/// both on `load.>` without snapshots.
+async fn stuck_and_healthy(
+    srv: &TestServer,
+) -> (tickwire_testkit::Client, tickwire_testkit::Client) {
+    let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
+    stuck
+        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
+        .await;
+    let mut healthy = srv.client().await;
+    healthy
+        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
+        .await;
+    (stuck, healthy)
+}
+
 async fn stuck_client_is_closed(many_topics: bool) {
     let srv = TestServer::start_with(|e, g| {
         e.outbox.soft_limit_bytes = 256 * 1024;
@@ -112,14 +128,7 @@ async fn stuck_client_is_closed(many_topics: bool) {
     let topics: Vec<Topic> = (0..n_topics)
         .map(|i| Topic::parse(&format!("load.t{i}")).unwrap())
         .collect();
-    let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
-    stuck
-        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
-        .await;
-    let mut healthy = srv.client().await;
-    healthy
-        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
-        .await;
+    let (_stuck, mut healthy) = stuck_and_healthy(&srv).await;
     let per_topic = 2u64;
     let total = n_topics * per_topic as usize;
     let started = Instant::now();
@@ -380,14 +389,7 @@ async fn a_websocket_publisher_reaches_healthy_and_stuck_subscribers() {
     .await;
     let n_topics = 2000;
     let per_topic = 2u64;
-    let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
-    stuck
-        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
-        .await;
-    let mut healthy = srv.client().await;
-    healthy
-        .subscribe(json!({"op":"subscribe","topics":["load.>"],"snapshot":false}))
-        .await;
+    let (_stuck, mut healthy) = stuck_and_healthy(&srv).await;
     let reader = tokio::spawn(async move {
         read_all_contiguous(&mut healthy, n_topics, per_topic).await;
     });

@@ -917,6 +917,17 @@ mod tests {
         );
     }
 
+    /// Pushes `ticks` corked while the writer is idle: what the direct path
+    /// makes of them.
+    fn corked_ticks(o: &Outbox, ticks: &[(u32, &'static str)]) {
+        o.set_writer_idle(true);
+        cork();
+        for &(topic, s) in ticks {
+            tick(o, topic, s);
+        }
+        uncork();
+    }
+
     #[test]
     fn corked_pushes_go_out_in_one_direct_write_at_uncork() {
         let (o, sock) = with_sock(1000);
@@ -953,12 +964,7 @@ mod tests {
     #[test]
     fn the_rest_of_a_partial_write_goes_first_and_raw() {
         let (o, sock) = with_sock(3);
-        o.set_writer_idle(true);
-        cork();
-        tick(&o, 1, "a");
-        tick(&o, 2, "hello");
-        tick(&o, 3, "next");
-        uncork();
+        corked_ticks(&o, &[(1, "a"), (2, "hello"), (3, "next")]);
         assert_eq!(*sock.took.lock(), b"ahe");
         assert_eq!(o.buffered(), 3 + wire_len(4), "the rest is still buffered");
         let mut v = Vec::new();
@@ -971,10 +977,7 @@ mod tests {
     #[test]
     fn a_full_socket_leaves_the_frames_to_the_writer() {
         let (o, sock) = with_sock(0);
-        o.set_writer_idle(true);
-        cork();
-        tick(&o, 1, "a");
-        uncork();
+        corked_ticks(&o, &[(1, "a")]);
         assert!(sock.took.lock().is_empty());
         assert_eq!(frames(&o), ["a"]);
     }
@@ -982,10 +985,7 @@ mod tests {
     #[test]
     fn raw_bytes_are_never_conflated_and_a_cut_frame_is_reset() {
         let (o, _sock) = with_sock(1);
-        o.set_writer_idle(true);
-        cork();
-        tick(&o, 1, "xyz");
-        uncork();
+        corked_ticks(&o, &[(1, "xyz")]);
         o.set_writer_idle(false);
         // Over the soft limit: conflation keeps the raw rest.
         for i in 0..200 {
@@ -1002,10 +1002,7 @@ mod tests {
         assert!(v.len() < 201, "ticks were conflated");
         // Marked slow while a frame's rest is queued: the writer must reset.
         let (o, _sock) = with_sock(1);
-        o.set_writer_idle(true);
-        cork();
-        tick(&o, 1, "xyz");
-        uncork();
+        corked_ticks(&o, &[(1, "xyz")]);
         o.set_writer_idle(false);
         // Distinct topics: conflation cannot shrink them, the hard limit is hit.
         for i in 2..2002 {
@@ -1049,10 +1046,7 @@ mod tests {
     #[test]
     fn the_raw_rest_is_taken_first_and_a_close_over_it_is_a_cut() {
         let (o, _sock) = with_sock(2);
-        o.set_writer_idle(true);
-        cork();
-        tick(&o, 1, "hello");
-        uncork();
+        corked_ticks(&o, &[(1, "hello")]);
         o.set_writer_idle(false);
         tick(&o, 2, "next");
         // The writer takes the rest before anything else it sends.
@@ -1063,10 +1057,7 @@ mod tests {
         assert!(!o.close(), "nothing cut");
         // Closed with the rest still queued: the frame is cut.
         let (o, _sock) = with_sock(2);
-        o.set_writer_idle(true);
-        cork();
-        tick(&o, 1, "hello");
-        uncork();
+        corked_ticks(&o, &[(1, "hello")]);
         assert!(o.close());
     }
 
