@@ -283,6 +283,29 @@ async fn over_max_connections_closes_with_1013() {
 }
 
 #[tokio::test]
+async fn a_closed_connection_gives_back_its_max_connections_slot() {
+    let srv = TestServer::start_with(|_, g| g.max_connections = 1).await;
+    let a = healthy(&srv).await;
+    let mut refused = RawClient::connect(srv.addr).await;
+    assert_eq!(refused.close_code(WAIT).await, Some(1013));
+    a.close().await;
+    // The connection's own task gives the slot back when it ends: a new
+    // client is then served (welcome) instead of refused with 1013.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        every.tick().await;
+        let mut c = RawClient::connect(srv.addr).await;
+        let f = c.read_frame(WAIT).await.expect("a frame: welcome or close");
+        if f.opcode == OP_TEXT {
+            assert!(String::from_utf8_lossy(&f.payload).contains("\"welcome\""));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot not released");
+    }
+}
+
+#[tokio::test]
 async fn over_the_per_ip_cap_gets_503() {
     let srv = TestServer::start_with(|_, g| g.max_connections_per_ip = 1).await;
     let mut a = healthy(&srv).await;

@@ -16,6 +16,7 @@
 mod outbox;
 mod registry;
 mod stats;
+mod vecmap;
 
 pub use outbox::{
     Corked, DirectSink, DirectWritten, Drain, Entry, Outbox, OutboxConfig, SlowReason, cork,

@@ -20,6 +20,7 @@ use tickwire_proto::{Pattern, Topic, encode};
 
 use crate::outbox::{Outbox, OutboxConfig};
 use crate::stats::EngineStats;
+use crate::vecmap::VecMap;
 use crate::{ConnId, TopicId};
 
 /// Engine settings (PROTOCOL.md "Configuration names").
@@ -207,9 +208,9 @@ struct Slot {
 struct ConnSubs {
     outbox: Arc<Outbox>,
     /// Pattern -> its max_hz.
-    patterns: HashMap<Pattern, Option<f64>>,
+    patterns: VecMap<Pattern, Option<f64>>,
     /// Topic -> how many of this connection's patterns match it.
-    topics: HashMap<TopicId, u32>,
+    topics: VecMap<TopicId, u32>,
 }
 
 #[derive(Debug, Default)]
@@ -260,9 +261,9 @@ fn remove_exact(exact: &mut HashMap<Pattern, Vec<ConnId>>, p: &Pattern, conn: Co
 
 /// The effective interval of a topic for one connection: the least restrictive
 /// of its matching patterns (one without max_hz means every tick).
-fn interval_for(patterns: &HashMap<Pattern, Option<f64>>, topic: &str) -> Option<Duration> {
+fn interval_for(patterns: &VecMap<Pattern, Option<f64>>, topic: &str) -> Option<Duration> {
     let mut best: Option<f64> = Some(0.0);
-    for (p, hz) in patterns {
+    for (p, hz) in patterns.iter() {
         if p.matches(topic) {
             best = match (best, hz) {
                 (_, None) | (None, _) => None,
@@ -356,8 +357,8 @@ impl Engine {
             conn,
             ConnSubs {
                 outbox,
-                patterns: HashMap::new(),
-                topics: HashMap::new(),
+                patterns: VecMap::default(),
+                topics: VecMap::default(),
             },
         );
     }
@@ -487,7 +488,8 @@ impl Engine {
                 let Some(cs) = reg.conns.get_mut(conn) else {
                     continue;
                 };
-                *cs.topics.entry(id).or_insert(0) += 1;
+                *cs.topics.get_or_insert(id, 0) += 1;
+                cs.topics.trim();
                 let interval = interval_for(&cs.patterns, topic.as_str());
                 inner.add_sub(*conn, &cs.outbox, interval);
             }
@@ -611,6 +613,13 @@ impl Engine {
         let mut matched: Vec<TopicId> = Vec::new();
         let mut seen: HashSet<TopicId> = HashSet::new();
         for p in &req.patterns {
+            // An exact pattern shares the text of the one already held for
+            // its topic, so ten thousand subscribers of a topic hold one copy.
+            let p = match reg.exact.get_key_value(p) {
+                Some((held, _)) => held.clone(),
+                None => p.clone(),
+            };
+            let p = &p;
             let is_new = cs.patterns.insert(p.clone(), req.max_hz).is_none();
             if is_new {
                 if p.is_wildcard() {
@@ -634,7 +643,7 @@ impl Engine {
             };
             for id in hits {
                 if is_new {
-                    *cs.topics.entry(id).or_insert(0) += 1;
+                    *cs.topics.get_or_insert(id, 0) += 1;
                 }
                 if seen.insert(id) {
                     matched.push(id);
@@ -704,6 +713,8 @@ impl Engine {
         if req.since.is_empty() && req.epoch.as_deref().is_some_and(|e| e != &*self.epoch) {
             recovered = false;
         }
+        cs.patterns.trim();
+        cs.topics.trim();
         let frame = reply(asked_recovery.then_some(recovered));
         cs.outbox.fill_reserved(reserved, frame);
         Ok(())
@@ -745,6 +756,8 @@ impl Engine {
                 }
             }
         }
+        cs.patterns.trim();
+        cs.topics.trim();
     }
 
     /// Marks topics with no tick for `stale_after_ms` as stale and tells their
@@ -858,6 +871,42 @@ mod tests {
 
     fn reply(r: Option<bool>) -> Bytes {
         Bytes::from(format!("subscribed {r:?}"))
+    }
+
+    #[test]
+    fn subscribers_of_a_topic_share_its_pattern_text() {
+        let e = Engine::new(EngineConfig::default());
+        let o1 = conn(&e, 1);
+        let o2 = conn(&e, 2);
+        // Each request parses its own copy of the text.
+        e.subscribe(ConnId(1), &req(&["fx.eurusd", "fx.*"]), reply)
+            .unwrap();
+        e.subscribe(ConnId(2), &req(&["fx.eurusd"]), reply).unwrap();
+        {
+            let reg = e.reg.read();
+            let text = |c: u64| {
+                reg.conns[&ConnId(c)]
+                    .patterns
+                    .keys()
+                    .find(|p| p.as_str() == "fx.eurusd")
+                    .expect("held")
+                    .as_str()
+                    .as_ptr()
+            };
+            assert_eq!(text(1), text(2), "one copy of the text for both");
+        }
+        // Sharing changes nothing about who gets what.
+        e.unsubscribe(ConnId(1), &[Pattern::parse("fx.eurusd").unwrap()]);
+        take(&o1);
+        take(&o2);
+        e.publish(&t("fx.eurusd"), br#"{"p":1}"#).unwrap();
+        assert_eq!(take(&o1).len(), 1, "still matched by fx.*");
+        assert_eq!(take(&o2).len(), 1);
+        e.unsubscribe(ConnId(1), &[Pattern::parse("fx.*").unwrap()]);
+        e.publish(&t("fx.eurusd"), br#"{"p":2}"#).unwrap();
+        assert!(take(&o1).is_empty());
+        assert_eq!(take(&o2).len(), 1);
+        assert_eq!(e.subscription_counts(), (2, 1));
     }
 
     #[test]

@@ -61,9 +61,14 @@ impl Conn {
     }
 }
 
-/// Serves an upgraded connection until it closes. `pre` holds bytes the client
-/// sent right behind its upgrade request.
-pub(crate) async fn serve(
+/// Starts serving an upgraded connection: its reader and its writer each run
+/// in a task of their own, and the writer's task cleans up when the
+/// connection ends. `pre` holds bytes the client sent right behind its
+/// upgrade request. Takes the connection slot `admit_connection` gave.
+///
+/// Nothing of the upgrade stays behind: the task that ran it ends here, so an
+/// idle connection costs only its two small tasks (docs/performance.md).
+pub(crate) fn start(
     gw: Arc<Gateway>,
     stream: Stream,
     pre: Bytes,
@@ -75,21 +80,22 @@ pub(crate) async fn serve(
             let (r, w) = s.into_split();
             let w = Arc::new(w);
             let direct = gw.cfg.direct_writes.then(|| w.clone());
-            run(gw, r, TcpWrite(w), direct, pre, peer, principal).await;
+            spawn(gw, r, TcpWrite(w), direct, pre, peer, principal);
         }
         Stream::Tls(s) => match transport::split_tls(*s) {
-            Ok((r, w)) => run(gw, r, w, None, pre, peer, principal).await,
+            Ok((r, w)) => spawn(gw, r, w, None, pre, peer, principal),
             Err(e) => {
                 // Out of descriptors: drop the connection rather than serve
                 // one that could not be reset.
                 tracing::warn!(error = %e, %peer, "cannot duplicate the socket");
                 gw.release_ip(peer.ip());
+                gw.release_connection();
             }
         },
     }
 }
 
-async fn run<R, W>(
+fn spawn<R, W>(
     gw: Arc<Gateway>,
     r: R,
     w: W,
@@ -99,57 +105,63 @@ async fn run<R, W>(
     principal: Option<Principal>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: WireWrite,
+    W: WireWrite + 'static,
 {
     let id = ConnId(gw.next_conn_id.fetch_add(1, Ordering::Relaxed));
     let span = tracing::debug_span!("conn", conn_id = id.0, %peer);
-    async move {
-        let outbox = gw.engine.new_outbox();
-        if let Some(w) = direct {
-            outbox.set_direct_sink(Arc::new(TcpSink {
-                w,
-                frames_out: gw.metrics.frames_out.clone(),
-                bytes_out: gw.metrics.bytes_out.clone(),
-                direct_writes: gw.metrics.direct_writes.clone(),
-            }));
-        }
-        let conn = Arc::new(Conn {
-            id,
-            outbox: outbox.clone(),
-            ctl: Mutex::new(Ctl::default()),
-            ctl_notify: Notify::new(),
-            last_seen_ms: AtomicU64::new(0),
-            expires_at_s: AtomicU64::new(principal.as_ref().and_then(|p| p.exp).unwrap_or(0)),
-            started: Instant::now(),
-        });
-        gw.metrics.connections.inc();
-        gw.metrics.connections_total.inc();
-        gw.engine.connect(id, outbox.clone());
-        #[cfg(feature = "conformance")]
-        let welcome = !gw.cfg.echo;
-        #[cfg(not(feature = "conformance"))]
-        let welcome = true;
-        if welcome {
-            outbox.push_control(tickwire_proto::encode::welcome(
-                gw.engine.epoch(),
-                gw.cfg.heartbeat_ms,
-                tickwire_proto::now_ms(),
-            ));
-        }
-        let read = std::io::Cursor::new(pre).chain(r);
-        let reader =
-            tokio::spawn(reader::run(gw.clone(), conn.clone(), read, principal).in_current_span());
-        writer::run(&gw, &conn, w).await;
-        // The writer is done with the socket: a reader still blocked on a dead
-        // peer is stopped here (read_frame is not cancel safe, but nothing reads
-        // this socket again).
-        reader.abort();
-        let _ = reader.await;
-        gw.engine.disconnect(id);
-        gw.metrics.connections.dec();
-        gw.release_ip(peer.ip());
-        tracing::debug!("closed");
+    let _entered = span.enter();
+    let outbox = gw.engine.new_outbox();
+    if let Some(w) = direct {
+        outbox.set_direct_sink(Arc::new(TcpSink {
+            w,
+            frames_out: gw.metrics.frames_out.clone(),
+            bytes_out: gw.metrics.bytes_out.clone(),
+            direct_writes: gw.metrics.direct_writes.clone(),
+        }));
     }
-    .instrument(span)
-    .await
+    let conn = Arc::new(Conn {
+        id,
+        outbox: outbox.clone(),
+        ctl: Mutex::new(Ctl::default()),
+        ctl_notify: Notify::new(),
+        last_seen_ms: AtomicU64::new(0),
+        expires_at_s: AtomicU64::new(principal.as_ref().and_then(|p| p.exp).unwrap_or(0)),
+        started: Instant::now(),
+    });
+    gw.metrics.connections.inc();
+    gw.metrics.connections_total.inc();
+    gw.engine.connect(id, outbox.clone());
+    #[cfg(feature = "conformance")]
+    let welcome = !gw.cfg.echo;
+    #[cfg(not(feature = "conformance"))]
+    let welcome = true;
+    if welcome {
+        outbox.push_control(tickwire_proto::encode::welcome(
+            gw.engine.epoch(),
+            gw.cfg.heartbeat_ms,
+            tickwire_proto::now_ms(),
+        ));
+    }
+    drop(outbox);
+    let read = std::io::Cursor::new(pre).chain(r);
+    let reader = gw
+        .tracker
+        .spawn(reader::run(gw.clone(), conn.clone(), read, principal).in_current_span());
+    let ip = peer.ip();
+    let tracker = gw.tracker.clone();
+    tracker.spawn(
+        async move {
+            writer::run(&gw, &conn, w).await;
+            // The writer is done with the socket: a reader still blocked on a
+            // dead peer is stopped here (nothing reads this socket again).
+            reader.abort();
+            let _ = reader.await;
+            gw.engine.disconnect(conn.id);
+            gw.metrics.connections.dec();
+            gw.release_ip(ip);
+            gw.release_connection();
+            tracing::debug!("closed");
+        }
+        .in_current_span(),
+    );
 }

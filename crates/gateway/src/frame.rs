@@ -20,8 +20,6 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 /// Bytes one read may take; reads land here before they are copied out.
 const SCRATCH_BYTES: usize = 16 * 1024;
-/// A connection keeps at most this much empty buffer between messages.
-const KEEP_BYTES: usize = 512;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
@@ -132,14 +130,11 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
         !matches!(self.parse(), Ok(None))
     }
 
-    /// Everything returned: the buffer is emptied, and given back if large.
+    /// Everything returned: the buffer is given back (the next read lands in
+    /// the scratch buffer first, so a connection between messages holds none).
     fn release_if_empty(&mut self) {
         if self.start > 0 && self.start == self.buf.len() {
-            if self.buf.capacity() > KEEP_BYTES {
-                self.buf = Vec::new();
-            } else {
-                self.buf.clear();
-            }
+            self.buf = Vec::new();
             self.start = 0;
         }
     }

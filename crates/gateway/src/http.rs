@@ -252,8 +252,7 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
             gw.release_ip(peer.ip());
             return;
         }
-        crate::connection::serve(gw.clone(), stream, pre, peer, principal).await;
-        gw.release_connection();
+        crate::connection::start(gw, stream, pre, peer, principal);
     });
     resp.map(|_| Full::new(Bytes::new()))
 }

@@ -87,7 +87,6 @@ struct Reader {
     conn: Arc<Conn>,
     principal: Option<Principal>,
     limit: RateLimit,
-    scratch: Vec<u8>,
     /// Echo messages back (the `conformance` feature's Autobahn mode)
     /// instead of reading them as the protocol's JSON. Always false in a
     /// normal build.
@@ -107,12 +106,15 @@ fn valid_close_code(c: u16) -> bool {
     matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
-pub(crate) async fn run<S: AsyncRead + Unpin>(
+/// The reader task's future. Built here, outside the `async` block, so that
+/// the task holds the reader's state once: an `async fn` keeps its arguments
+/// beside the locals made from them, for the connection's whole life.
+pub(crate) fn run<S: AsyncRead + Unpin>(
     gw: Arc<Gateway>,
     conn: Arc<Conn>,
     stream: S,
     principal: Option<Principal>,
-) {
+) -> impl Future<Output = ()> {
     let mut ws = FrameReader::new(stream, gw.cfg.max_message_bytes);
     #[cfg(feature = "conformance")]
     let echo = gw.cfg.echo;
@@ -124,42 +126,49 @@ pub(crate) async fn run<S: AsyncRead + Unpin>(
         gw,
         conn,
         principal,
-        scratch: Vec::new(),
     };
-    let end = r.read_loop(&mut ws).await;
-    {
-        let mut ctl = r.conn.ctl.lock();
-        if let Some(c) = end.close
-            && ctl.close.is_none()
+    async move { r.serve(&mut ws).await }
+}
+
+impl Reader {
+    /// Reads until the connection ends, then (when the broker closes)
+    /// discards frames until the peer's Close.
+    async fn serve<S: AsyncRead + Unpin>(&mut self, ws: &mut FrameReader<S>) {
+        let end = self.read_loop(ws).await;
         {
-            ctl.close = Some(c);
+            let mut ctl = self.conn.ctl.lock();
+            if let Some(c) = end.close
+                && ctl.close.is_none()
+            {
+                ctl.close = Some(c);
+            }
+            ctl.eof |= end.eof;
         }
-        ctl.eof |= end.eof;
-    }
-    r.conn.ctl_notify.notify_one();
-    let mut eof = end.eof;
-    if !end.eof && !r.conn.ctl.lock().peer_closed {
-        // We are closing: discard frames until the peer's Close or the end of
-        // the stream (RFC 6455 5.5.1). The writer stops us after its close timeout.
-        loop {
-            match ws.next().await {
-                Ok(f) if f.opcode == OpCode::Close => {
-                    r.conn.ctl.lock().peer_closed = true;
-                    break;
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    eof = close_for(&e).is_none();
-                    break;
+        self.conn.ctl_notify.notify_one();
+        let mut eof = end.eof;
+        if !end.eof && !self.conn.ctl.lock().peer_closed {
+            // We are closing: discard frames until the peer's Close or the end of
+            // the stream (RFC 6455 5.5.1). The writer stops us after its close timeout.
+            loop {
+                match ws.next().await {
+                    Ok(f) if f.opcode == OpCode::Close => {
+                        self.conn.ctl.lock().peer_closed = true;
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        eof = close_for(&e).is_none();
+                        break;
+                    }
                 }
             }
         }
+        let mut ctl = self.conn.ctl.lock();
+        ctl.eof |= eof;
+        ctl.reader_done = true;
+        drop(ctl);
+        self.conn.ctl_notify.notify_one();
     }
-    let mut ctl = r.conn.ctl.lock();
-    ctl.eof |= eof;
-    ctl.reader_done = true;
-    drop(ctl);
-    r.conn.ctl_notify.notify_one();
 }
 
 /// A fragmented message being reassembled.
@@ -247,10 +256,12 @@ impl Reader {
             let read = ws.next();
             let res = match (auth_deadline, &self.principal) {
                 // Cancelling `next` is safe (and on timeout nothing reads again).
-                (Some(deadline), None) => match tokio::time::timeout_at(deadline, read).await {
-                    Ok(r) => r,
-                    Err(_) => return ReadEnd::close(code::UNAUTHORIZED, "auth timeout"),
-                },
+                (Some(deadline), None) => {
+                    match Box::pin(tokio::time::timeout_at(deadline, read)).await {
+                        Ok(r) => r,
+                        Err(_) => return ReadEnd::close(code::UNAUTHORIZED, "auth timeout"),
+                    }
+                }
                 _ => read.await,
             };
             let frame = match res {
@@ -409,7 +420,10 @@ impl Reader {
 
     /// Handles one complete text message; returns a close when it must end the connection.
     fn on_text(&mut self, payload: &[u8]) -> Option<(u16, &'static str)> {
-        let msg = match parse_client(payload, &mut self.scratch) {
+        // A fresh buffer per message: one allocation, far cheaper than what
+        // the message does, and an idle connection keeps none.
+        let mut scratch = Vec::new();
+        let msg = match parse_client(payload, &mut scratch) {
             Ok(m) => m,
             Err(e) => {
                 self.error(e.id.as_ref(), e.code, &e.message);

@@ -29,7 +29,11 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
 
-/// After a batch this large, the buffer is given back so idle connections stay small.
+/// A batch smaller than this gives its write buffer back.
+const SMALL_BATCH_BYTES: usize = 1024;
+/// A batch vector this small (a quiet connection) is given back after use.
+const SMALL_BATCH_ENTRIES: usize = 4;
+/// After a batch this large, the buffer is given back whatever comes next.
 const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Writes a final, unmasked frame header into `h`; returns its length (2 to 10).
@@ -98,36 +102,54 @@ enum Written {
     Shutdown,
 }
 
-/// Writes `buf` within `limit`, while watching the outbox: a peer that stopped
-/// reading blocks the write, and the hard limit or the soft-limit clock must
-/// still close it then. Abandoning the write leaves a partial frame on the
-/// wire, so every outcome but `Done` ends with a reset, not a Close frame.
-///
-/// The common case, a socket with room, completes on the first poll: no timer
-/// is armed for it (arming and disarming one per batch was a measurable share
-/// of the CPU per delivery at low rates; docs/performance.md).
-async fn write_watching<W: WireWrite>(
-    gw: &Gateway,
-    conn: &Conn,
+/// Writes `buf[*off..]` and flushes, as far as the socket takes it now.
+fn poll_write_all<W: WireWrite>(
     w: &mut W,
+    cx: &mut std::task::Context<'_>,
     buf: &[u8],
-    limit: Duration,
-) -> Written {
-    let mut write = pin!(write_flush(w, buf));
-    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-    let done = |r: std::io::Result<()>| match r {
+    off: &mut usize,
+) -> Poll<std::io::Result<()>> {
+    while *off < buf.len() {
+        match std::pin::Pin::new(&mut *w).poll_write(cx, &buf[*off..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => *off += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    std::pin::Pin::new(w).poll_flush(cx)
+}
+
+fn written(r: std::io::Result<()>) -> Written {
+    match r {
         Ok(()) => Written::Done,
         Err(_) => Written::Failed,
-    };
-    if let Poll::Ready(r) = first {
-        return done(r);
     }
+}
+
+/// A write the socket did not take at once: waits for it within `limit`,
+/// while watching the outbox: a peer that stopped reading blocks the write,
+/// and the hard limit or the soft-limit clock must still close it then.
+/// Abandoning the write leaves a partial frame on the wire, so every outcome
+/// but `Done` ends with a reset, not a Close frame.
+///
+/// The common case, a socket with room, never comes here (see `run`): no
+/// timer is armed for it (arming and disarming one per batch was a
+/// measurable share of the CPU per delivery at low rates;
+/// docs/performance.md), and no future is kept for it.
+async fn watch_write<F: Future<Output = std::io::Result<()>>>(
+    gw: &Gateway,
+    conn: &Conn,
+    write: F,
+    limit: Duration,
+) -> Written {
+    let mut write = pin!(write);
     let deadline = Instant::now() + limit;
     loop {
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
         tokio::select! {
             biased;
-            r = &mut write => return done(r),
+            r = &mut write => return written(r),
             _ = sleep_until(deadline) => {
                 tracing::info!(elapsed_ms = limit.as_millis() as u64, "write timeout");
                 gw.metrics.close(4001);
@@ -261,6 +283,12 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                     }
                 }
                 gw.metrics.frames_out.inc_by(frames);
+                // The outbox gets this vector at the next drain: a quiet
+                // connection's is given back instead, so that neither side
+                // holds one while idle.
+                if batch.capacity() <= SMALL_BATCH_ENTRIES {
+                    batch = Vec::new();
+                }
             }
         }
         if !buf.is_empty() {
@@ -269,7 +297,21 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
             gw.metrics
                 .buffered_bytes_max
                 .fetch_max(buffered as i64, Ordering::Relaxed);
-            match write_watching(gw, conn, &mut w, &buf, write_timeout).await {
+            // As far as the socket takes it now; only a write that blocks
+            // gets its watchers and timers, in a box for as long as it waits
+            // (rare, and then not in every connection's task).
+            let mut off = 0;
+            let first =
+                std::future::poll_fn(|cx| Poll::Ready(poll_write_all(&mut w, cx, &buf, &mut off)))
+                    .await;
+            let res = match first {
+                Poll::Ready(r) => written(r),
+                Poll::Pending => {
+                    let rest = write_flush(&mut w, &buf[off..]);
+                    Box::pin(watch_write(gw, conn, rest, write_timeout)).await
+                }
+            };
+            match res {
                 Written::Done => {}
                 Written::Failed => break End::Abort,
                 Written::Slow(reason) => {
@@ -280,7 +322,10 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
             }
             gw.metrics.bytes_out.inc_by(buf.len() as u64);
             conn.outbox.written(counted);
-            if buf.capacity() > KEEP_BUFFER_BYTES {
+            // A small batch (a quiet connection) gives the buffer back, so an
+            // idle connection holds none; a busy one keeps it for the next
+            // batch, up to a size (its next small batch gives it back too).
+            if buf.len() < SMALL_BATCH_BYTES || buf.capacity() > KEEP_BUFFER_BYTES {
                 buf = Vec::new();
             } else {
                 buf.clear();
@@ -357,7 +402,9 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
             end
         }
     };
-    finish(gw, conn, w, end).await;
+    // Once per connection, and large: boxed, so it takes no room in the
+    // task while the connection lives.
+    Box::pin(finish(gw, conn, w, end)).await;
 }
 
 /// The close handshake: send Close, wait at most `close_timeout_ms` for the
