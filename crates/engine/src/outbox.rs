@@ -57,6 +57,11 @@ const CONTROL: u32 = u32::MAX;
 /// the wire as they are, before anything else.
 const RAW: u32 = u32::MAX - 1;
 
+/// A pending-frames vector this small (a quiet connection's) is given back
+/// once emptied, by the writer and by direct writes, so that an idle
+/// connection holds none; a busy connection's larger one is kept for reuse.
+pub const QUIET_QUEUE_ENTRIES: usize = 4;
+
 /// What a [`DirectSink`] wrote of the entries it was given.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DirectWritten {
@@ -413,6 +418,10 @@ impl Outbox {
         let w = sink.try_write(&st.queue);
         let done: usize = st.queue.drain(..w.entries).map(|e| e.wire_len()).sum();
         st.queued_bytes -= done;
+        if st.queue.is_empty() && st.queue.capacity() <= QUIET_QUEUE_ENTRIES {
+            // A quiet connection holds no queue while idle.
+            st.queue = Vec::new();
+        }
         if let Some(rest) = w.rest {
             st.queued_bytes += rest.len();
             st.queue.insert(
@@ -949,6 +958,21 @@ mod tests {
         tick(&o, 1, "c");
         assert_eq!(sock.sends.load(Ordering::Relaxed), 1);
         assert_eq!(frames(&o), ["c"]);
+    }
+
+    #[test]
+    fn a_quiet_connection_keeps_no_queue_after_a_direct_write_a_busy_one_does() {
+        let (o, _sock) = with_sock(100_000);
+        corked_ticks(&o, &[(1, "a"), (2, "b")]);
+        assert_eq!(o.state.lock().queue.capacity(), 0, "quiet: given back");
+        let many: Vec<(u32, &'static str)> = (0..20).map(|t| (t, "x")).collect();
+        corked_ticks(&o, &many);
+        let st = o.state.lock();
+        assert!(st.queue.is_empty());
+        assert!(
+            st.queue.capacity() > QUIET_QUEUE_ENTRIES,
+            "busy: kept for reuse"
+        );
     }
 
     #[test]

@@ -31,8 +31,6 @@ pub(crate) const OP_PONG: u8 = 0xA;
 
 /// A batch smaller than this gives its write buffer back.
 const SMALL_BATCH_BYTES: usize = 1024;
-/// A batch vector this small (a quiet connection) is given back after use.
-const SMALL_BATCH_ENTRIES: usize = 4;
 /// After a batch this large, the buffer is given back whatever comes next.
 const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -286,7 +284,7 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                 // The outbox gets this vector at the next drain: a quiet
                 // connection's is given back instead, so that neither side
                 // holds one while idle.
-                if batch.capacity() <= SMALL_BATCH_ENTRIES {
+                if batch.capacity() <= tickwire_engine::QUIET_QUEUE_ENTRIES {
                     batch = Vec::new();
                 }
             }
