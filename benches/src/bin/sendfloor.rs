@@ -102,6 +102,12 @@ fn send(
         bail!("need --bytes >= 8, 0 < --burst <= --conns and --rate > 0");
     }
     let l = TcpListener::bind(listen).context("bind")?;
+    // First line: where to connect (`--listen 127.0.0.1:0` picks a port).
+    println!(
+        "{{\"mode\":\"listening\",\"addr\":\"{}\"}}",
+        l.local_addr()?
+    );
+    std::io::stdout().flush()?;
     let mut socks = Vec::with_capacity(conns);
     while socks.len() < conns {
         let (s, _) = l.accept()?;
