@@ -488,8 +488,9 @@ impl Engine {
                 let Some(cs) = reg.conns.get_mut(conn) else {
                     continue;
                 };
+                // A new topic has the highest id: it goes at the end, and
+                // the vector grows by doubling (trimmed on (un)subscribe).
                 *cs.topics.get_or_insert(id, 0) += 1;
-                cs.topics.trim();
                 let interval = interval_for(&cs.patterns, topic.as_str());
                 inner.add_sub(*conn, &cs.outbox, interval);
             }
@@ -612,6 +613,8 @@ impl Engine {
         let reserved = cs.outbox.reserve();
         let mut matched: Vec<TopicId> = Vec::new();
         let mut seen: HashSet<TopicId> = HashSet::new();
+        // Topics each new pattern matches, counted into `cs.topics` at once.
+        let mut counted: Vec<TopicId> = Vec::new();
         for p in &req.patterns {
             // An exact pattern shares the text of the one already held for
             // its topic, so ten thousand subscribers of a topic hold one copy.
@@ -641,15 +644,16 @@ impl Engine {
                     .into_iter()
                     .collect()
             };
+            if is_new {
+                counted.extend_from_slice(&hits);
+            }
             for id in hits {
-                if is_new {
-                    *cs.topics.get_or_insert(id, 0) += 1;
-                }
                 if seen.insert(id) {
                     matched.push(id);
                 }
             }
         }
+        cs.topics.add_counts(counted);
         let asked_recovery = req.epoch.is_some() || !req.epochs.is_empty() || !req.since.is_empty();
         let mut recovered = true;
         let now = Instant::now();
@@ -736,18 +740,15 @@ impl Engine {
             } else {
                 remove_exact(&mut reg.exact, p, conn);
             }
-            let hits: Vec<TopicId> = cs
-                .topics
-                .keys()
-                .copied()
-                .filter(|id| p.matches(reg.slots[id.0 as usize].topic.as_str()))
-                .collect();
-            for id in hits {
+            // Counts that reach 0 are dropped in one pass below: removing
+            // them one by one could shift the vector once per topic.
+            for (&id, refs) in cs.topics.iter_mut() {
                 let slot = &reg.slots[id.0 as usize];
-                let refs = cs.topics.get_mut(&id).expect("hit came from this map");
+                if *refs == 0 || !p.matches(slot.topic.as_str()) {
+                    continue;
+                }
                 *refs -= 1;
                 if *refs == 0 {
-                    cs.topics.remove(&id);
                     slot.inner.lock().remove_sub(conn);
                     cs.outbox.forget_topic(id);
                 } else {
@@ -756,6 +757,7 @@ impl Engine {
                 }
             }
         }
+        cs.topics.retain(|_, refs| *refs > 0);
         cs.patterns.trim();
         cs.topics.trim();
     }
@@ -871,6 +873,37 @@ mod tests {
 
     fn reply(r: Option<bool>) -> Bytes {
         Bytes::from(format!("subscribed {r:?}"))
+    }
+
+    #[test]
+    fn overlapping_patterns_count_per_topic_across_one_request() {
+        let e = Engine::new(EngineConfig::default());
+        let o = conn(&e, 1);
+        for topic in ["a.b", "a.c", "a.b.c"] {
+            e.publish(&t(topic), b"{}").unwrap();
+        }
+        // Three new patterns match a.b in one request; one of them twice over.
+        e.subscribe(ConnId(1), &req(&["a.>", "a.*", "a.b", "a.b"]), reply)
+            .unwrap();
+        take(&o);
+        // Two of the three go in one call: a.b is still held by the third.
+        e.unsubscribe(
+            ConnId(1),
+            &[
+                Pattern::parse("a.>").unwrap(),
+                Pattern::parse("a.*").unwrap(),
+            ],
+        );
+        for topic in ["a.b", "a.c", "a.b.c"] {
+            e.publish(&t(topic), br#"{"n":2}"#).unwrap();
+        }
+        let got = take(&o);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains(r#""topic":"a.b""#), "{got:?}");
+        e.unsubscribe(ConnId(1), &[Pattern::parse("a.b").unwrap()]);
+        e.publish(&t("a.b"), br#"{"n":3}"#).unwrap();
+        assert!(take(&o).is_empty());
+        assert_eq!(e.reg.read().conns[&ConnId(1)].topics.len(), 0);
     }
 
     #[test]

@@ -30,13 +30,6 @@ impl<K: Ord, V> VecMap<K, V> {
         self.find(k).is_ok()
     }
 
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        match self.find(k) {
-            Ok(i) => Some(&mut self.items[i].1),
-            Err(_) => None,
-        }
-    }
-
     /// Sets `k` to `v`; returns the value it replaced.
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self.find(&k) {
@@ -75,9 +68,50 @@ impl<K: Ord, V> VecMap<K, V> {
         self.items.iter().map(|(k, v)| (k, v))
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.items.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
+    /// Keeps the entries `keep` says yes to, in one pass.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        self.items.retain(|(k, v)| keep(k, v));
+    }
+
     /// Gives back the room growth left over; call after a batch of changes.
     pub fn trim(&mut self) {
         self.items.shrink_to_fit();
+    }
+}
+
+impl<K: Ord + Copy> VecMap<K, u32> {
+    /// Adds one to the count of each key in `keys` (a key listed twice gets
+    /// two), inserting missing keys: one merge, linear in both sizes, where
+    /// inserting one by one could shift the whole vector per key (a wildcard
+    /// can match every topic).
+    pub fn add_counts(&mut self, mut keys: Vec<K>) {
+        if keys.is_empty() {
+            return;
+        }
+        keys.sort_unstable();
+        let old = std::mem::take(&mut self.items);
+        let mut merged = Vec::with_capacity(old.len() + keys.len());
+        let mut old = old.into_iter().peekable();
+        let mut keys = keys.into_iter().peekable();
+        while let Some(k) = keys.next() {
+            let mut n = 1;
+            while keys.next_if_eq(&k).is_some() {
+                n += 1;
+            }
+            while let Some(e) = old.next_if(|(q, _)| *q < k) {
+                merged.push(e);
+            }
+            match old.next_if(|(q, _)| *q == k) {
+                Some((q, c)) => merged.push((q, c + n)),
+                None => merged.push((k, n)),
+            }
+        }
+        merged.extend(old);
+        self.items = merged;
     }
 }
 
@@ -96,7 +130,7 @@ mod tests {
         assert!(m.contains_key(&1) && !m.contains_key(&2));
         assert_eq!(m.keys().copied().collect::<Vec<_>>(), vec![1, 3, 5]);
         *m.get_or_insert(2, "two") = "TWO";
-        assert_eq!(m.get_mut(&2).map(|v| *v), Some("TWO"));
+        assert_eq!(*m.get_or_insert(2, "unused"), "TWO");
         *m.get_or_insert(2, "ignored") = "2";
         assert_eq!(m.remove(&2), Some("2"));
         assert_eq!(m.remove(&2), None);
@@ -104,6 +138,39 @@ mod tests {
             m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
             vec![(1, "one"), (3, "THREE"), (5, "five")]
         );
+    }
+
+    #[test]
+    fn add_counts_merges_and_counts_repeats() {
+        let mut m: VecMap<u32, u32> = VecMap::default();
+        m.insert(2, 1);
+        m.insert(7, 5);
+        m.add_counts(vec![9, 2, 1, 9, 5, 9]);
+        assert_eq!(
+            m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            vec![(1, 1), (2, 2), (5, 1), (7, 5), (9, 3)]
+        );
+        m.add_counts(Vec::new());
+        assert_eq!(m.len(), 5);
+        for (_, v) in m.iter_mut() {
+            *v -= 1;
+        }
+        m.retain(|_, v| *v > 0);
+        assert_eq!(
+            m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            vec![(2, 1), (7, 4), (9, 2)]
+        );
+    }
+
+    #[test]
+    fn add_counts_is_linear_for_a_wildcard_over_many_topics() {
+        // Keys that all land in front of the existing ones: one by one this
+        // would shift the vector 100,000 times.
+        let mut m: VecMap<u32, u32> = VecMap::default();
+        m.insert(u32::MAX, 1);
+        m.add_counts((0..100_000).rev().collect());
+        assert_eq!(m.len(), 100_001);
+        assert!(m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b));
     }
 
     #[test]
