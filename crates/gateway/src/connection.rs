@@ -1,9 +1,11 @@
 //! One WebSocket connection: the state its reader and writer share, and the
 //! task that runs it from upgrade to close.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,13 +63,13 @@ impl Conn {
     }
 }
 
-/// Starts serving an upgraded connection: its reader and its writer each run
-/// in a task of their own, and the writer's task cleans up when the
-/// connection ends. `pre` holds bytes the client sent right behind its
-/// upgrade request. Takes the connection slot `admit_connection` gave.
+/// Starts serving an upgraded connection: its reader and its writer run in
+/// one task, which cleans up when the connection ends. `pre` holds bytes the
+/// client sent right behind its upgrade request. Takes the connection slot
+/// `admit_connection` gave.
 ///
 /// Nothing of the upgrade stays behind: the task that ran it ends here, so an
-/// idle connection costs only its two small tasks (docs/performance.md).
+/// idle connection costs only its one small task (docs/performance.md).
 pub(crate) fn start(
     gw: Arc<Gateway>,
     stream: Stream,
@@ -144,24 +146,189 @@ fn spawn<R, W>(
     }
     drop(outbox);
     let read = std::io::Cursor::new(pre).chain(r);
-    let reader = gw
-        .tracker
-        .spawn(reader::run(gw.clone(), conn.clone(), read, principal).in_current_span());
-    let ip = peer.ip();
+    let reader = reader::run(gw.clone(), conn.clone(), read, principal);
+    let writer = write_side(gw.clone(), conn, w);
     let tracker = gw.tracker.clone();
+    let done = Cleanup {
+        gw,
+        id,
+        ip: peer.ip(),
+    };
     tracker.spawn(
-        async move {
-            writer::run(&gw, &conn, w).await;
-            // The writer is done with the socket: a reader still blocked on a
-            // dead peer is stopped here (nothing reads this socket again).
-            reader.abort();
-            let _ = reader.await;
-            gw.engine.disconnect(conn.id);
-            gw.metrics.connections.dec();
-            gw.release_ip(ip);
-            gw.release_connection();
-            tracing::debug!("closed");
+        Serve {
+            writer,
+            reader,
+            reading: true,
+            _done: done,
         }
         .in_current_span(),
     );
+}
+
+/// The writer's future, owning what it borrows.
+async fn write_side<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, w: W) {
+    writer::run(&gw, &conn, w).await
+}
+
+pin_project_lite::pin_project! {
+    /// One connection's task: the writer runs to its end, the reader beside
+    /// it until it finishes (it may finish first: the writer still sends the
+    /// close). When the writer is done with the socket the task ends, and a
+    /// reader still blocked on a dead peer is dropped with it.
+    ///
+    /// A hand-written future rather than an `async` block: a block that
+    /// pins the futures it captured holds each of them twice, the capture
+    /// and the pinned local (docs/performance.md).
+    struct Serve<Wr, Rd, D> {
+        #[pin]
+        writer: Wr,
+        #[pin]
+        reader: Rd,
+        reading: bool,
+        // Dropped last, after both halves, however the task ends (`Cleanup`).
+        _done: D,
+    }
+}
+
+impl<Wr: Future<Output = ()>, Rd: Future<Output = ()>, D> Future for Serve<Wr, Rd, D> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.writer.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        // The reader's last act wakes this task, so the writer sees it done.
+        if *this.reading && this.reader.poll(cx).is_ready() {
+            *this.reading = false;
+        }
+        Poll::Pending
+    }
+}
+
+/// What a connection gives back when its task ends: its place in the engine,
+/// the metrics, the per-IP and `max_connections` slots. In a `Drop`, so that
+/// it happens however the task ends, a panic included.
+struct Cleanup {
+    gw: Arc<Gateway>,
+    id: ConnId,
+    ip: IpAddr,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.gw.engine.disconnect(self.id);
+        self.gw.metrics.connections.dec();
+        self.gw.release_ip(self.ip);
+        self.gw.release_connection();
+        tracing::debug!("closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready};
+
+    use super::*;
+
+    /// Records its name in a shared log when dropped.
+    struct Mark(&'static str, Arc<Mutex<Vec<&'static str>>>);
+
+    impl Drop for Mark {
+        fn drop(&mut self) {
+            self.1.lock().push(self.0);
+        }
+    }
+
+    fn half(
+        name: &'static str,
+        log: &Arc<Mutex<Vec<&'static str>>>,
+        wait: Option<Arc<Notify>>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mark = Mark(name, log.clone());
+        async move {
+            let _mark = mark;
+            match wait {
+                Some(n) => n.notified().await,
+                None => pending().await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_ending_drops_the_reader_then_the_guard() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let go = Arc::new(Notify::new());
+        let task = tokio::spawn(Serve {
+            writer: half("writer", &log, Some(go.clone())),
+            reader: half("reader", &log, None),
+            reading: true,
+            _done: Mark("guard", log.clone()),
+        });
+        tokio::task::yield_now().await;
+        assert!(log.lock().is_empty(), "nothing ends before the writer");
+        go.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends when the writer does")
+            .expect("no panic");
+        assert_eq!(*log.lock(), ["writer", "reader", "guard"]);
+    }
+
+    #[tokio::test]
+    async fn a_finished_reader_leaves_the_writer_running() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let go = Arc::new(Notify::new());
+        let read_done = Arc::new(Notify::new());
+        let signal = read_done.clone();
+        let task = tokio::spawn(Serve {
+            writer: half("writer", &log, Some(go.clone())),
+            reader: async move { signal.notify_one() },
+            reading: true,
+            _done: Mark("guard", log.clone()),
+        });
+        tokio::time::timeout(Duration::from_secs(5), read_done.notified())
+            .await
+            .expect("the reader ran");
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "the writer still runs");
+        assert!(log.lock().is_empty());
+        go.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("ends with the writer")
+            .expect("no panic");
+        assert_eq!(*log.lock(), ["writer", "guard"]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_half_still_runs_the_guard() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(Serve {
+            writer: half("writer", &log, None),
+            reader: async { panic!("a bug in the reader") },
+            reading: true,
+            _done: Mark("guard", log.clone()),
+        });
+        let res = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends");
+        assert!(res.expect_err("it panicked").is_panic());
+        assert!(log.lock().contains(&"guard"), "log: {:?}", log.lock());
+    }
+
+    #[test]
+    fn ready_futures_end_at_once() {
+        // Both halves done on the first poll: the writer decides.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut serve = std::pin::pin!(Serve {
+            writer: ready(()),
+            reader: ready(()),
+            reading: true,
+            _done: Mark("guard", log.clone()),
+        });
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(serve.as_mut().poll(&mut cx).is_ready());
+    }
 }

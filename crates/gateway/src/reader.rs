@@ -82,10 +82,15 @@ impl RateLimit {
     }
 }
 
+/// The principal of every connection that did not authenticate (auth off),
+/// shared rather than one copy per connection.
+static ANONYMOUS: std::sync::LazyLock<Arc<Principal>> =
+    std::sync::LazyLock::new(|| Arc::new(Principal::anonymous()));
+
 struct Reader {
     gw: Arc<Gateway>,
     conn: Arc<Conn>,
-    principal: Option<Principal>,
+    principal: Option<Arc<Principal>>,
     limit: RateLimit,
     /// Echo messages back (the `conformance` feature's Autobahn mode)
     /// instead of reading them as the protocol's JSON. Always false in a
@@ -125,7 +130,7 @@ pub(crate) fn run<S: AsyncRead + Unpin>(
         limit: RateLimit::new(gw.cfg.control_rate_per_sec, gw.cfg.control_flood_per_sec),
         gw,
         conn,
-        principal,
+        principal: principal.map(Arc::new),
     };
     async move { r.serve(&mut ws).await }
 }
@@ -449,7 +454,7 @@ impl Reader {
                 self.error(msg_id(&msg), ErrorCode::Unauthorized, "authenticate first");
                 return None;
             }
-            self.principal = Some(Principal::anonymous());
+            self.principal = Some(ANONYMOUS.clone());
         }
         match msg {
             ClientMsg::Subscribe(s) => {
@@ -538,7 +543,7 @@ impl Reader {
                         .store(p.exp.unwrap_or(0), Ordering::Relaxed);
                     self.conn.ctl_notify.notify_one();
                     self.reply(encode::authenticated(id.as_ref(), &p.sub, p.exp));
-                    self.principal = Some(p);
+                    self.principal = Some(Arc::new(p));
                 }
                 Err(e) => {
                     if self.gw.auth.required() && self.principal.is_none() {
