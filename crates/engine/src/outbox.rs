@@ -293,6 +293,13 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// Wakes the writer whatever the queue holds: for requests that travel
+    /// beside it (a Pong, a close, the broker's shutdown). The writer looks
+    /// at everything on each wake-up.
+    pub fn wake_writer(&self) {
+        self.notify();
+    }
+
     /// Queues a control frame (reply, status): never conflated or dropped while the
     /// connection lives. It still counts toward the buffered amount.
     pub fn push_control(&self, frame: Bytes) {

@@ -363,6 +363,14 @@ impl Engine {
         );
     }
 
+    /// Wakes every connection's writer (`Outbox::wake_writer`), e.g. to see that
+    /// the broker is shutting down.
+    pub fn wake_all(&self) {
+        for cs in self.reg.read().conns.values() {
+            cs.outbox.wake_writer();
+        }
+    }
+
     /// Forgets a connection and all its subscriptions.
     pub fn disconnect(&self, conn: ConnId) {
         let mut reg = self.reg.write();

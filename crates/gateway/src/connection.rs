@@ -12,7 +12,6 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_engine::{ConnId, Outbox};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::auth::Principal;
@@ -43,8 +42,8 @@ pub(crate) struct Ctl {
 pub(crate) struct Conn {
     pub id: ConnId,
     pub outbox: Arc<Outbox>,
+    /// Changed by the reader, which then wakes the writer (`Outbox::wake_writer`).
     pub ctl: Mutex<Ctl>,
-    pub ctl_notify: Notify,
     /// When a frame last arrived, in ms since `started`.
     pub last_seen_ms: AtomicU64,
     /// Token expiry (s since the Unix epoch), 0 for none; refreshed by `auth`.
@@ -125,7 +124,6 @@ fn spawn<R, W>(
         id,
         outbox: outbox.clone(),
         ctl: Mutex::new(Ctl::default()),
-        ctl_notify: Notify::new(),
         last_seen_ms: AtomicU64::new(0),
         expires_at_s: AtomicU64::new(principal.as_ref().and_then(|p| p.exp).unwrap_or(0)),
         started: Instant::now(),
@@ -147,7 +145,7 @@ fn spawn<R, W>(
     drop(outbox);
     let read = std::io::Cursor::new(pre).chain(r);
     let reader = reader::run(gw.clone(), conn.clone(), read, principal);
-    let writer = write_side(gw.clone(), conn, w);
+    let writer = writer::run(gw.clone(), conn, w);
     let tracker = gw.tracker.clone();
     let done = Cleanup {
         gw,
@@ -163,11 +161,6 @@ fn spawn<R, W>(
         }
         .in_current_span(),
     );
-}
-
-/// The writer's future, owning what it borrows.
-async fn write_side<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, w: W) {
-    writer::run(&gw, &conn, w).await
 }
 
 pin_project_lite::pin_project! {
@@ -228,6 +221,8 @@ impl Drop for Cleanup {
 #[cfg(test)]
 mod tests {
     use std::future::{pending, ready};
+
+    use tokio::sync::Notify;
 
     use super::*;
 

@@ -31,7 +31,7 @@ mod writer;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -57,6 +57,8 @@ pub struct Gateway {
     auth: Auth,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// Set when `shutdown` is seen, before every writer is woken to see it.
+    closing: AtomicBool,
     tracker: TaskTracker,
     next_conn_id: AtomicU64,
     ws_connections: AtomicUsize,
@@ -80,6 +82,7 @@ impl Gateway {
             engine,
             metrics,
             shutdown,
+            closing: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
             ws_connections: AtomicUsize::new(0),
@@ -98,6 +101,11 @@ impl Gateway {
     /// Open WebSocket connections.
     pub fn connection_count(&self) -> usize {
         self.ws_connections.load(Ordering::Relaxed)
+    }
+
+    /// The broker is shutting down: writers send `shutdown` and Close 1001.
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     fn admit_connection(&self) -> bool {
@@ -199,6 +207,9 @@ impl Gateway {
             });
         }
         drop(listener);
+        // Writers check the flag on every pass; the wake makes the idle ones pass.
+        self.closing.store(true, Ordering::Release);
+        self.engine.wake_all();
         self.tracker.close();
         let deadline = Duration::from_millis(self.cfg.shutdown_timeout_ms);
         if tokio::time::timeout(deadline, self.tracker.wait())

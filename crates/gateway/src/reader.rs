@@ -149,7 +149,7 @@ impl Reader {
             }
             ctl.eof |= end.eof;
         }
-        self.conn.ctl_notify.notify_one();
+        self.conn.outbox.wake_writer();
         let mut eof = end.eof;
         if !end.eof && !self.conn.ctl.lock().peer_closed {
             // We are closing: discard frames until the peer's Close or the end of
@@ -172,7 +172,7 @@ impl Reader {
         ctl.eof |= eof;
         ctl.reader_done = true;
         drop(ctl);
-        self.conn.ctl_notify.notify_one();
+        self.conn.outbox.wake_writer();
     }
 }
 
@@ -352,7 +352,7 @@ impl Reader {
                         self.conn.outbox.hold_direct(true);
                         ctl.pong = Some(bytes::Bytes::copy_from_slice(frame.payload));
                     }
-                    self.conn.ctl_notify.notify_one();
+                    self.conn.outbox.wake_writer();
                 }
                 OpCode::Pong => {}
                 OpCode::Close => {
@@ -375,7 +375,7 @@ impl Reader {
             ctl.echo
                 .push_back((opcode, bytes::Bytes::copy_from_slice(payload)));
         }
-        self.conn.ctl_notify.notify_one();
+        self.conn.outbox.wake_writer();
     }
 
     /// One complete message, text (valid UTF-8) or, in echo mode, binary.
@@ -541,7 +541,7 @@ impl Reader {
                     self.conn
                         .expires_at_s
                         .store(p.exp.unwrap_or(0), Ordering::Relaxed);
-                    self.conn.ctl_notify.notify_one();
+                    self.conn.outbox.wake_writer();
                     self.reply(encode::authenticated(id.as_ref(), &p.sub, p.exp));
                     self.principal = Some(Arc::new(p));
                 }

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
@@ -175,8 +176,7 @@ async fn write_flush<W: WireWrite>(w: &mut W, buf: &[u8]) -> std::io::Result<()>
 
 /// What woke the waiting writer.
 enum Woke {
-    Shutdown,
-    Ctl,
+    /// The outbox: frames, a request from the reader, or the shutdown.
     Outbox,
     Timer,
 }
@@ -193,11 +193,25 @@ enum End {
     Gone,
 }
 
-pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
-    let hb = Duration::from_millis(gw.cfg.heartbeat_ms.max(1));
-    let dead_after = hb + Duration::from_secs(10);
-    let write_timeout = Duration::from_millis(gw.cfg.write_timeout_ms);
-    let mut next_ping = Instant::now() + hb;
+/// The heartbeat interval.
+fn heartbeat(gw: &Gateway) -> Duration {
+    Duration::from_millis(gw.cfg.heartbeat_ms.max(1))
+}
+
+/// How long a silent peer is given before it is taken for dead.
+fn dead_after(gw: &Gateway) -> Duration {
+    heartbeat(gw) + Duration::from_secs(10)
+}
+
+/// Runs the connection's writing side to its end, the close included.
+///
+/// What it keeps between wake-ups lives in every connection's task for the
+/// connection's whole life, so it is kept small: settings are read from
+/// `gw.cfg` when needed rather than copied here, and the one wake-up source
+/// besides the timer is the outbox's (the reader's requests and the broker's
+/// shutdown come that way too: `Outbox::wake_writer`).
+pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: W) {
+    let mut next_ping = Instant::now() + heartbeat(&gw);
     let mut batch: Vec<Entry> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     // Set on the pass that sends what was pending when the reader asked for
@@ -206,14 +220,13 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
     // postpone it).
     let mut closing = false;
     let mut ping_due = false;
-    let mut shutdown = pin!(gw.shutdown.cancelled());
-    let mut outbox_wake = pin!(conn.outbox.notified());
-    let mut ctl_wake = pin!(conn.ctl_notify.notified());
     let mut timer = pin!(sleep_until(far_future()));
-    let mut timer_at: Option<Instant> = None;
     // Token expiry: (seconds since the epoch as last read, its instant).
     let mut exp: (u64, Option<Instant>) = (0, None);
     let end = loop {
+        if gw.closing() {
+            break End::Shutdown;
+        }
         let mut counted = 0usize;
         // Set when `buf` holds the rest of a cut frame: until it is written,
         // no Close frame may follow.
@@ -257,12 +270,12 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
         let gate_at = conn.outbox.release_gates();
         match conn.outbox.drain(&mut batch) {
             Drain::Slow(reason) if !rest_taken => {
-                slow_close(gw, reason_label(reason));
+                slow_close(&gw, reason_label(reason));
                 break End::Close(4001, "slow consumer");
             }
             Drain::Slow(reason) | Drain::SlowMidFrame(reason) => {
                 gw.metrics.close(4001);
-                slow_close(gw, reason_label(reason));
+                slow_close(&gw, reason_label(reason));
                 break End::Abort;
             }
             Drain::Frames => {
@@ -306,14 +319,15 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                 Poll::Ready(r) => written(r),
                 Poll::Pending => {
                     let rest = write_flush(&mut w, &buf[off..]);
-                    Box::pin(watch_write(gw, conn, rest, write_timeout)).await
+                    let limit = Duration::from_millis(gw.cfg.write_timeout_ms);
+                    Box::pin(watch_write(&gw, &conn, rest, limit)).await
                 }
             };
             match res {
                 Written::Done => {}
                 Written::Failed => break End::Abort,
                 Written::Slow(reason) => {
-                    slow_close(gw, reason);
+                    slow_close(&gw, reason);
                     break End::Abort;
                 }
                 Written::Shutdown => break End::Abort,
@@ -342,35 +356,31 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
             exp = (exp_s, (exp_s > 0).then(|| expiry_instant(exp_s)));
         }
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
-        let dead_at = Instant::from_std(conn.last_seen()) + dead_after;
+        let dead_at = Instant::from_std(conn.last_seen()) + dead_after(&gw);
         let at = [gate_at.map(Instant::from_std), slow_at, exp.1]
             .into_iter()
             .flatten()
             .fold(dead_at.min(next_ping), Instant::min);
-        if timer_at != Some(at) {
+        if timer.is_elapsed() || timer.deadline() != at {
             timer.as_mut().reset(at);
-            timer_at = Some(at);
         }
         // While the writer waits, the publishing task may write to the socket
         // itself (Outbox::set_direct_sink); it stops the moment we wake.
         conn.outbox.set_writer_idle(true);
-        let woke = tokio::select! {
-            biased;
-            _ = &mut shutdown => Woke::Shutdown,
-            _ = &mut ctl_wake => Woke::Ctl,
-            _ = &mut outbox_wake => Woke::Outbox,
-            _ = &mut timer => Woke::Timer,
-        };
+        let woke = std::future::poll_fn(|cx| {
+            if conn.outbox.poll_notified(cx).is_ready() {
+                return Poll::Ready(Woke::Outbox);
+            }
+            timer.as_mut().poll(cx).map(|()| Woke::Timer)
+        })
+        .await;
         conn.outbox.set_writer_idle(false);
         match woke {
-            Woke::Shutdown => break End::Shutdown,
-            Woke::Ctl => ctl_wake.set(conn.ctl_notify.notified()),
-            Woke::Outbox => outbox_wake.set(conn.outbox.notified()),
+            Woke::Outbox => {}
             Woke::Timer => {
-                // Fired: re-armed on the next pass, whatever the deadline.
-                timer_at = None;
+                // Fired: re-armed on the next pass (`is_elapsed`).
                 let now = Instant::now();
-                if Instant::from_std(conn.last_seen()) + dead_after <= now {
+                if Instant::from_std(conn.last_seen()) + dead_after(&gw) <= now {
                     gw.metrics.heartbeat_timeouts.inc();
                     tracing::info!("heartbeat timeout");
                     break End::Close(4000, "heartbeat timeout");
@@ -385,7 +395,7 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
                 }
                 if next_ping <= now {
                     // Sent at the top of the loop, behind any rest of a frame.
-                    next_ping = now + hb;
+                    next_ping = now + heartbeat(&gw);
                     ping_due = true;
                 }
                 // A max_hz gate's time is handled by `release_gates` at the top.
@@ -402,7 +412,7 @@ pub(crate) async fn run<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W) {
     };
     // Once per connection, and large: boxed, so it takes no room in the
     // task while the connection lives.
-    Box::pin(finish(gw, conn, w, end)).await;
+    Box::pin(finish(&gw, &conn, w, end)).await;
 }
 
 /// The close handshake: send Close, wait at most `close_timeout_ms` for the
@@ -454,7 +464,7 @@ async fn finish<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W, end: End) {
         if done {
             break clean;
         }
-        if tokio::time::timeout_at(deadline, conn.ctl_notify.notified())
+        if tokio::time::timeout_at(deadline, conn.outbox.notified())
             .await
             .is_err()
         {
