@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_engine::{ConnId, Outbox};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tracing::Instrument;
 
 use crate::auth::Principal;
@@ -143,8 +143,7 @@ fn spawn<R, W>(
         ));
     }
     drop(outbox);
-    let read = std::io::Cursor::new(pre).chain(r);
-    let reader = reader::run(gw.clone(), conn.clone(), read, principal);
+    let reader = reader::run(gw.clone(), conn.clone(), r, pre, principal);
     let writer = writer::run(gw.clone(), conn, w);
     let tracker = gw.tracker.clone();
     let done = Cleanup {

@@ -102,6 +102,13 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
         }
     }
 
+    /// Starts with `pending`: bytes that came before the reader existed (the
+    /// client's first frames right behind its upgrade request).
+    pub fn with_pending(mut self, pending: &[u8]) -> FrameReader<S> {
+        self.buf.extend_from_slice(pending);
+        self
+    }
+
     /// The next frame. Cancel safe: bytes read stay buffered.
     pub async fn next(&mut self) -> Result<Frame<'_>, FrameError> {
         self.release_if_empty();

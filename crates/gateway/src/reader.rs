@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tickwire_engine::{SubscribeError, SubscribeRequest};
 use tickwire_proto::{ClientMsg, ErrorCode, Id, encode, parse_client};
 use tokio::io::AsyncRead;
@@ -37,42 +37,39 @@ pub(crate) mod code {
 const CORK_FRAMES: usize = 1024;
 
 /// A token bucket for control messages, plus a one-second flood counter.
+/// Times are ms since the connection started and the limits are read from
+/// the config at each call: it lives in every connection, so it is small.
 #[derive(Debug)]
 struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    last: Instant,
-    window_start: Instant,
+    tokens: f32,
     window_count: u32,
-    flood: u32,
+    last_ms: u64,
+    window_start_ms: u64,
 }
 
 impl RateLimit {
-    fn new(rate: u32, flood: u32) -> RateLimit {
-        let now = Instant::now();
+    fn new(rate: u32) -> RateLimit {
         RateLimit {
-            tokens: rate as f64,
-            rate: rate as f64,
-            last: now,
-            window_start: now,
+            tokens: rate as f32,
             window_count: 0,
-            flood,
+            last_ms: 0,
+            window_start_ms: 0,
         }
     }
 
     /// `Err(true)`: flood, close; `Err(false)`: over the limit, refuse this one.
-    fn take(&mut self, now: Instant) -> Result<(), bool> {
-        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
-            self.window_start = now;
+    fn take(&mut self, now_ms: u64, rate: u32, flood: u32) -> Result<(), bool> {
+        if now_ms.saturating_sub(self.window_start_ms) >= 1000 {
+            self.window_start_ms = now_ms;
             self.window_count = 0;
         }
         self.window_count += 1;
-        if self.window_count >= self.flood {
+        if self.window_count >= flood {
             return Err(true);
         }
-        let dt = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        let dt = now_ms.saturating_sub(self.last_ms) as f32 / 1000.0;
+        self.last_ms = now_ms;
+        self.tokens = (self.tokens + dt * rate as f32).min(rate as f32);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -118,16 +115,18 @@ pub(crate) fn run<S: AsyncRead + Unpin>(
     gw: Arc<Gateway>,
     conn: Arc<Conn>,
     stream: S,
+    pre: Bytes,
     principal: Option<Principal>,
 ) -> impl Future<Output = ()> {
-    let mut ws = FrameReader::new(stream, gw.cfg.max_message_bytes);
+    let mut ws = FrameReader::new(stream, gw.cfg.max_message_bytes).with_pending(&pre);
+    drop(pre);
     #[cfg(feature = "conformance")]
     let echo = gw.cfg.echo;
     #[cfg(not(feature = "conformance"))]
     let echo = false;
     let mut r = Reader {
         echo,
-        limit: RateLimit::new(gw.cfg.control_rate_per_sec, gw.cfg.control_flood_per_sec),
+        limit: RateLimit::new(gw.cfg.control_rate_per_sec),
         gw,
         conn,
         principal: principal.map(Arc::new),
@@ -235,7 +234,8 @@ impl ReadEnd {
 impl Reader {
     /// Reads until the connection ends or must be closed.
     async fn read_loop<S: AsyncRead + Unpin>(&mut self, ws: &mut FrameReader<S>) -> ReadEnd {
-        let mut frag: Option<Fragmented> = None;
+        // Boxed: rare, and it would take room in every connection's task.
+        let mut frag: Option<Box<Fragmented>> = None;
         let auth_deadline = self.gw.auth.required().then(|| {
             tokio::time::Instant::now() + Duration::from_millis(self.gw.cfg.auth_timeout_ms)
         });
@@ -313,7 +313,7 @@ impl Reader {
                     if !f.utf8_so_far() {
                         return ReadEnd::close(code::INVALID_DATA, "invalid UTF-8");
                     }
-                    frag = Some(f);
+                    frag = Some(Box::new(f));
                 }
                 OpCode::Continuation => {
                     let Some(f) = frag.as_mut() else {
@@ -436,14 +436,22 @@ impl Reader {
             }
         };
         if msg.is_control() {
-            match self.limit.take(Instant::now()) {
+            let cfg = &self.gw.cfg;
+            let now_ms = self.conn.started.elapsed().as_millis() as u64;
+            match self
+                .limit
+                .take(now_ms, cfg.control_rate_per_sec, cfg.control_flood_per_sec)
+            {
                 Ok(()) => {}
                 Err(true) => return Some((code::FLOOD, "flooding")),
                 Err(false) => {
                     self.error(
                         msg_id(&msg),
                         ErrorCode::RateLimited,
-                        "over 100 control messages per second",
+                        &format!(
+                            "over {} control messages per second",
+                            cfg.control_rate_per_sec
+                        ),
                     );
                     return None;
                 }
@@ -565,5 +573,42 @@ fn msg_id(m: &ClientMsg) -> Option<&Id> {
         | ClientMsg::Publish { id, .. }
         | ClientMsg::Ping { id }
         | ClientMsg::Auth { id, .. } => id.as_ref(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn the_bucket_starts_full_then_refills_at_the_rate() {
+        let mut l = RateLimit::new(10);
+        // 10 at once (a full bucket), the 11th refused.
+        for _ in 0..10 {
+            assert_eq!(l.take(0, 10, 1000), Ok(()));
+        }
+        assert_eq!(l.take(0, 10, 1000), Err(false));
+        // 10 per second: one token back after 100 ms, not before.
+        assert_eq!(l.take(50, 10, 1000), Err(false));
+        assert_eq!(l.take(150, 10, 1000), Ok(()));
+        assert_eq!(l.take(150, 10, 1000), Err(false));
+        // Never more than a full bucket, however long the pause.
+        for _ in 0..10 {
+            assert_eq!(l.take(3_600_000, 10, 1000), Ok(()));
+        }
+        assert_eq!(l.take(3_600_000, 10, 1000), Err(false));
+    }
+
+    #[test]
+    fn the_flood_counter_counts_a_second_refused_or_not() {
+        let mut l = RateLimit::new(1);
+        // flood = 5: the 5th message in one second is a flood, even though
+        // most were only refused.
+        for i in 0..4 {
+            assert_ne!(l.take(10 * i, 1, 5), Err(true), "message {i}");
+        }
+        assert_eq!(l.take(40, 1, 5), Err(true));
+        // A new second starts a new count.
+        assert_eq!(l.take(1040, 1, 5), Ok(()));
     }
 }
