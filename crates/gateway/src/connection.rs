@@ -156,6 +156,7 @@ fn spawn<R, W>(
             writer,
             reader,
             reading: true,
+            writer_first: false,
             _done: done,
         }
         .in_current_span(),
@@ -177,6 +178,8 @@ pin_project_lite::pin_project! {
         #[pin]
         reader: Rd,
         reading: bool,
+        // Which half goes first: they take turns (see `poll`).
+        writer_first: bool,
         // Dropped last, after both halves, however the task ends (`Cleanup`).
         _done: D,
     }
@@ -187,12 +190,26 @@ impl<Wr: Future<Output = ()>, Rd: Future<Output = ()>, D> Future for Serve<Wr, R
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        if this.writer.poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        // The reader's last act wakes this task, so the writer sees it done.
-        if *this.reading && this.reader.poll(cx).is_ready() {
-            *this.reading = false;
+        // The halves share the task's cooperative budget (tokio makes I/O
+        // return Pending once a poll has used it up): whichever went first
+        // could use it all while it has work, leaving the other nothing, so
+        // they take turns at going first.
+        *this.writer_first = !*this.writer_first;
+        if *this.writer_first {
+            if this.writer.poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            // The reader's last act wakes this task, so the writer sees it done.
+            if *this.reading && this.reader.poll(cx).is_ready() {
+                *this.reading = false;
+            }
+        } else {
+            if *this.reading && this.reader.poll(cx).is_ready() {
+                *this.reading = false;
+            }
+            if this.writer.poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
         }
         Poll::Pending
     }
@@ -257,6 +274,7 @@ mod tests {
             writer: half("writer", &log, Some(go.clone())),
             reader: half("reader", &log, None),
             reading: true,
+            writer_first: false,
             _done: Mark("guard", log.clone()),
         });
         tokio::task::yield_now().await;
@@ -279,6 +297,7 @@ mod tests {
             writer: half("writer", &log, Some(go.clone())),
             reader: async move { signal.notify_one() },
             reading: true,
+            writer_first: false,
             _done: Mark("guard", log.clone()),
         });
         tokio::time::timeout(Duration::from_secs(5), read_done.notified())
@@ -302,6 +321,7 @@ mod tests {
             writer: half("writer", &log, None),
             reader: async { panic!("a bug in the reader") },
             reading: true,
+            writer_first: false,
             _done: Mark("guard", log.clone()),
         });
         let res = tokio::time::timeout(Duration::from_secs(5), task)
@@ -309,6 +329,34 @@ mod tests {
             .expect("the task ends");
         assert!(res.expect_err("it panicked").is_panic());
         assert!(log.lock().contains(&"guard"), "log: {:?}", log.lock());
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_always_has_work_does_not_starve_the_reader() {
+        // The writer uses up the task's budget on every poll it gets; the
+        // reader's receive needs budget too. Going first by turns, the
+        // reader still gets its message.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(1);
+        tx.send(7).await.expect("room for one");
+        let got = Arc::new(Notify::new());
+        let signal = got.clone();
+        let task = tokio::spawn(Serve {
+            writer: async {
+                loop {
+                    tokio::task::coop::consume_budget().await;
+                }
+            },
+            reader: async move {
+                assert_eq!(rx.recv().await, Some(7));
+                signal.notify_one();
+            },
+            reading: true,
+            writer_first: false,
+            _done: (),
+        });
+        let res = tokio::time::timeout(Duration::from_secs(5), got.notified()).await;
+        task.abort();
+        res.expect("the reader got its turn");
     }
 
     #[test]
@@ -319,6 +367,7 @@ mod tests {
             writer: ready(()),
             reader: ready(()),
             reading: true,
+            writer_first: false,
             _done: Mark("guard", log.clone()),
         });
         let waker = std::task::Waker::noop();

@@ -224,7 +224,8 @@ pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: 
     // Token expiry: (seconds since the epoch as last read, its instant).
     let mut exp: (u64, Option<Instant>) = (0, None);
     let end = loop {
-        if gw.closing() {
+        // Not in the middle of a close the reader asked for: its code goes out.
+        if gw.closing() && !closing {
             break End::Shutdown;
         }
         let mut counted = 0usize;
