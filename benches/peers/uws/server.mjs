@@ -3,9 +3,9 @@
 // protocol that loadgen uses, so that loadgen runs against it unchanged:
 // `welcome` on open; `subscribe` -> `subscribed`; `publish` -> `ack`, and a
 // `tick` with a per-topic `seq` to every subscriber of the topic, through
-// uWS's own pub/sub (`app.publish`, which sends each subscriber's pending
-// frames in one write per event-loop turn). No auth, no snapshots, no
-// conflation: the fan-out path only.
+// uWS's own pub/sub (`app.publish`; measured here, this build sends each
+// delivery as it is published, one write each: docs/performance.md). No
+// auth, no snapshots, no conflation: the fan-out path only.
 //
 // usage: node server.mjs --listen 127.0.0.1:PORT [ignored tickwire flags...]
 // (the tickwire flags compare-builds.sh passes are accepted and ignored).
