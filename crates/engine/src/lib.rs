@@ -12,7 +12,9 @@
 //! * `registry`: [`Engine`], topic slots, subscriptions, recovery, staleness
 //! * `outbox`: one connection's pending frames, buffered amount, conflation, max_hz
 //! * `stats`: counters for metrics
+//! * `idhash`: maps keyed by broker-assigned ids, with a cheap hash
 
+mod idhash;
 mod outbox;
 mod registry;
 mod stats;

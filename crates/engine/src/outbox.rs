@@ -12,7 +12,6 @@
 //!   the outbox is marked slow, dropped, and the writer closes with 4001.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::TopicId;
+use crate::idhash::IdMap;
 use crate::stats::EngineStats;
 
 /// Limits of one connection's buffered amount.
@@ -207,7 +207,7 @@ struct State {
     inflight_bytes: usize,
     conflating: bool,
     /// topic -> index in `queue` of its newest pending tick; kept only while conflating.
-    latest: HashMap<u32, usize>,
+    latest: IdMap<u32, usize>,
     tombstones: usize,
     over_soft_since: Option<Instant>,
     slow: Option<SlowReason>,
@@ -216,7 +216,7 @@ struct State {
     held: u32,
     /// A wake-up has been sent and not yet consumed by a drain.
     woken: bool,
-    gates: HashMap<u32, Gate>,
+    gates: IdMap<u32, Gate>,
     max_buffered: usize,
     /// The writer task is waiting and not touching the socket: a frame may be
     /// written through `sink` directly.
@@ -535,8 +535,8 @@ impl Outbox {
             // Nothing more will be written but the close frame: free the memory now.
             st.queue = Vec::new();
             st.queued_bytes = 0;
-            st.latest = HashMap::new();
-            st.gates = HashMap::new();
+            st.latest = IdMap::default();
+            st.gates = IdMap::default();
             st.woken = false;
         }
     }
@@ -707,7 +707,7 @@ impl Outbox {
         st.writer_idle = false;
         st.queue = Vec::new();
         st.queued_bytes = 0;
-        st.gates = HashMap::new();
+        st.gates = IdMap::default();
         cut
     }
 

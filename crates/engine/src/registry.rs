@@ -18,6 +18,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tickwire_proto::{Pattern, Topic, encode};
 
+use crate::idhash::IdMap;
 use crate::outbox::{Outbox, OutboxConfig};
 use crate::stats::EngineStats;
 use crate::vecmap::VecMap;
@@ -171,7 +172,7 @@ struct SlotInner {
     /// (seq, tick frame), oldest first; at most `history_per_topic`.
     history: VecDeque<(u64, Bytes)>,
     subs: Vec<Sub>,
-    index: HashMap<ConnId, usize>,
+    index: IdMap<ConnId, usize>,
     stale: bool,
     window_start_ms: u64,
     window_count: u64,
@@ -188,7 +189,7 @@ impl SlotInner {
             last: None,
             history: VecDeque::new(),
             subs: Vec::new(),
-            index: HashMap::new(),
+            index: IdMap::default(),
             stale: false,
             window_start_ms: 0,
             window_count: 0,
@@ -221,7 +222,7 @@ struct Registry {
     wild: Vec<(Pattern, ConnId)>,
     /// Exact subscriptions, resolved when their topic is created.
     exact: HashMap<Pattern, Vec<ConnId>>,
-    conns: HashMap<ConnId, ConnSubs>,
+    conns: IdMap<ConnId, ConnSubs>,
 }
 
 /// The topic registry and fan-out.
