@@ -425,3 +425,67 @@ async fn a_websocket_publisher_reaches_healthy_and_stuck_subscribers() {
         1.0
     );
 }
+
+/// 40 idle subscribers of one topic, ticks from a WebSocket publisher: each
+/// tick reaches every subscriber, in order and intact, whether the direct
+/// writes share io_uring submissions (`limits.io_uring`, where the kernel
+/// allows it: `tickwire_direct_write_batches_total` counts them) or go out
+/// one `send` each.
+async fn every_idle_subscriber_gets_every_tick(io_uring: bool) {
+    let srv = TestServer::start_with(|_, g| g.io_uring = io_uring).await;
+    let mut subs = Vec::new();
+    for _ in 0..40 {
+        let mut c = srv.client().await;
+        c.subscribe(json!({"op":"subscribe","topics":["fx.eurusd"]}))
+            .await;
+        subs.push(c);
+    }
+    let mut publisher = srv.publisher().await;
+    let ticks = 30u64;
+    for n in 1..=ticks {
+        publisher
+            .send(json!({"op":"publish","id":n,"topic":"fx.eurusd","data":{"bid":n}}))
+            .await;
+        // One tick per read: the publisher waits for its ack, so each tick
+        // is its own fan-out to 40 idle writers.
+        publisher.expect_type("ack").await;
+    }
+    for c in &mut subs {
+        let mut last = 0;
+        while last < ticks {
+            let v = c.expect_type("tick").await;
+            let seq = v["seq"].as_u64().expect("seq");
+            assert_eq!(seq, last + 1, "in order, none missing: {v}");
+            assert_eq!(v["data"]["bid"].as_u64(), Some(seq), "intact: {v}");
+            last = seq;
+        }
+    }
+    let direct = srv.metric("tickwire_direct_writes_total").await;
+    let batches = srv.metric("tickwire_direct_write_batches_total").await;
+    assert!(
+        direct >= (40 * ticks) as f64 / 2.0,
+        "mostly direct: {direct}"
+    );
+    if io_uring && tickwire_gateway::io_uring_supported() {
+        assert!(
+            batches >= 1.0,
+            "{batches} batches for {direct} direct writes"
+        );
+        assert!(
+            batches < direct / 4.0,
+            "{batches} batches for {direct} direct writes"
+        );
+    } else {
+        assert_eq!(batches, 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_in_io_uring_batches_deliver_every_tick() {
+    every_idle_subscriber_gets_every_tick(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_one_send_each_deliver_every_tick() {
+    every_idle_subscriber_gets_every_tick(false).await;
+}

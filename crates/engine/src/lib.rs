@@ -21,8 +21,8 @@ mod stats;
 mod vecmap;
 
 pub use outbox::{
-    Corked, DirectSink, DirectWritten, Drain, Entry, Outbox, OutboxConfig, QUIET_QUEUE_ENTRIES,
-    SlowReason, cork, corked, uncork, wire_len,
+    BatchSend, BatchSink, Corked, DirectSink, DirectWritten, Drain, Entry, Outbox, OutboxConfig,
+    QUIET_QUEUE_ENTRIES, SlowReason, cork, corked, uncork, uncork_with, wire_len,
 };
 pub use registry::{
     CONFLICT_WINDOW_MS, Engine, EngineConfig, PublishError, Published, RemoteOutcome, Replicated,

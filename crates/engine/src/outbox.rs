@@ -84,6 +84,38 @@ pub struct DirectWritten {
 pub trait DirectSink: Send + Sync + std::fmt::Debug {
     /// Writes `entries` (frames; [`Entry::is_raw`] ones as they are) without blocking.
     fn try_write(&self, entries: &[Entry]) -> DirectWritten;
+
+    /// This sink in a form that can share one system call with others
+    /// ([`uncork_with`]), if it has one.
+    fn batch(&self) -> Option<&dyn BatchSink> {
+        None
+    }
+}
+
+/// A [`DirectSink`] whose writes can go out in a batch ([`BatchSend`]).
+pub trait BatchSink {
+    /// The socket's file descriptor, open as long as the sink lives.
+    fn fd(&self) -> i32;
+    /// Appends the wire bytes of `entries` to `out`: what
+    /// [`DirectSink::try_write`] would send.
+    fn layout(&self, entries: &[Entry], out: &mut Vec<u8>);
+    /// The first `n` of `bytes` (laid out from `entries`) reached the socket:
+    /// counts them and says which entries are done.
+    fn wrote(&self, entries: &[Entry], bytes: &[u8], n: usize) -> DirectWritten;
+}
+
+/// Sends to many sockets at once, without blocking: at [`uncork_with`] the
+/// direct writes of one read share a system call instead of taking one each.
+pub trait BatchSend {
+    /// The most sends [`BatchSend::send`] takes at once.
+    fn max_batch(&self) -> usize;
+    /// Where the bytes of the next batch are laid out (empty at the start of
+    /// each batch).
+    fn buf(&mut self) -> &mut Vec<u8>;
+    /// Writes `buf()[range]` to each `(fd, range)`, without blocking, and
+    /// pushes to `written` how many bytes each took (0 for none or an
+    /// error: the connection's writer finds out), in order.
+    fn send(&mut self, sends: &[(i32, std::ops::Range<usize>)], written: &mut Vec<usize>);
 }
 
 /// Pending bytes over this go to the writer task, not a direct write.
@@ -125,24 +157,184 @@ pub fn corked() -> Corked {
 /// Ends [`cork`]: writes what the deferred outboxes hold directly, or wakes
 /// their writers.
 pub fn uncork() {
+    uncork_with(None);
+}
+
+/// [`uncork`], with the direct writes sent through `batch` (when more than
+/// one is due, and for sinks that have a [`DirectSink::batch`] form).
+/// Returns how many batches were sent.
+pub fn uncork_with(batch: Option<&mut dyn BatchSend>) -> usize {
     let mut pending = CORK.with(|c| {
         let mut c = c.borrow_mut();
         c.on = false;
         std::mem::take(&mut c.pending)
     });
-    if pending.is_empty() {
-        return;
-    }
-    for o in pending.drain(..) {
-        o.flush_deferred();
-    }
+    let batches = match batch {
+        Some(b) if pending.len() > 1 => flush_batched(&pending, b),
+        _ => {
+            for o in &pending {
+                o.flush_deferred();
+            }
+            0
+        }
+    };
+    pending.clear();
     // Keep the list's memory for the next read.
     CORK.with(|c| {
         let mut c = c.borrow_mut();
-        if c.pending.is_empty() {
+        if c.pending.is_empty() && pending.capacity() > 0 {
             c.pending = pending;
         }
     });
+    batches
+}
+
+/// Where a batch's sends and their results are listed, kept per thread.
+#[derive(Default)]
+struct BatchLists {
+    sends: Vec<(i32, std::ops::Range<usize>)>,
+    written: Vec<usize>,
+}
+
+thread_local! {
+    static BATCH_LISTS: RefCell<BatchLists> = RefCell::default();
+}
+
+/// The deferred outboxes' direct writes, up to `max_batch` per system call.
+///
+/// Each outbox in a batch stays locked from its layout until its result is
+/// applied, so that its writer cannot wake in between and write too. Locks
+/// are only tried: another thread may be batching outboxes of its own, and
+/// there is no order between outboxes to lock them in. One that is busy is
+/// flushed on its own afterwards.
+fn flush_batched(pending: &[Arc<Outbox>], b: &mut dyn BatchSend) -> usize {
+    BATCH_LISTS.with(|lists| {
+        let lists = &mut *lists.borrow_mut();
+        let max = b.max_batch().max(1);
+        let mut later: Vec<&Outbox> = Vec::new();
+        let mut held: Vec<(&Outbox, parking_lot::MutexGuard<'_, State>)> =
+            Vec::with_capacity(max.min(pending.len()));
+        let mut batches = 0;
+        let mut rest = pending.iter();
+        loop {
+            lists.sends.clear();
+            b.buf().clear();
+            let mut more = false;
+            for o in rest.by_ref() {
+                let Some(mut st) = o.state.try_lock() else {
+                    later.push(o);
+                    continue;
+                };
+                if !st.woken {
+                    // The writer woke for something else and took the frames.
+                    continue;
+                }
+                match direct_check(&st) {
+                    Direct::No => {
+                        drop(st);
+                        o.notify();
+                        continue;
+                    }
+                    Direct::Empty => {
+                        st.woken = false;
+                        continue;
+                    }
+                    Direct::Go => {}
+                }
+                let Some(bs) = st.sink.as_ref().and_then(|s| s.batch()) else {
+                    o.finish_deferred(st);
+                    continue;
+                };
+                let buf = b.buf();
+                let start = buf.len();
+                bs.layout(&st.queue, buf);
+                lists.sends.push((bs.fd(), start..buf.len()));
+                held.push((o, st));
+                if held.len() == max {
+                    more = true;
+                    break;
+                }
+            }
+            if !held.is_empty() {
+                lists.written.clear();
+                b.send(&lists.sends, &mut lists.written);
+                batches += 1;
+                let buf = b.buf();
+                for (i, (o, mut st)) in held.drain(..).enumerate() {
+                    let n = lists.written.get(i).copied().unwrap_or(0);
+                    let bytes = &buf[lists.sends[i].1.clone()];
+                    let w = match st.sink.as_ref().and_then(|s| s.batch()) {
+                        Some(bs) => bs.wrote(&st.queue, bytes, n.min(bytes.len())),
+                        None => DirectWritten::default(),
+                    };
+                    if apply_direct(&mut st, w) {
+                        st.woken = false;
+                    } else {
+                        drop(st);
+                        o.notify();
+                    }
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        for o in later {
+            o.flush_deferred();
+        }
+        batches
+    })
+}
+
+/// Whether an outbox's pending frames may be written directly.
+enum Direct {
+    /// No: the writer must do it.
+    No,
+    /// Yes, and nothing is pending.
+    Empty,
+    Go,
+}
+
+fn direct_check(st: &State) -> Direct {
+    // max_hz gates are timed by the writer: it must hear of every push.
+    if !st.writer_idle
+        || st.ctl_hold
+        || st.held > 0
+        || st.conflating
+        || st.slow.is_some()
+        || st.closed
+        || !st.gates.is_empty()
+        || st.queued_bytes > DIRECT_MAX_BYTES
+        || st.sink.is_none()
+    {
+        Direct::No
+    } else if st.queue.is_empty() {
+        Direct::Empty
+    } else {
+        Direct::Go
+    }
+}
+
+/// Takes what a direct write wrote off the queue; returns true when nothing
+/// is left for the writer.
+fn apply_direct(st: &mut State, w: DirectWritten) -> bool {
+    let done: usize = st.queue.drain(..w.entries).map(|e| e.wire_len()).sum();
+    st.queued_bytes -= done;
+    if st.queue.is_empty() && st.queue.capacity() <= QUIET_QUEUE_ENTRIES {
+        // A quiet connection holds no queue while idle.
+        st.queue = Vec::new();
+    }
+    if let Some(rest) = w.rest {
+        st.queued_bytes += rest.len();
+        st.queue.insert(
+            0,
+            Entry {
+                topic: RAW,
+                frame: rest,
+            },
+        );
+    }
+    st.queue.is_empty()
 }
 
 /// One pending frame. A tick whose `frame` is empty was conflated away (a tombstone).
@@ -404,51 +596,30 @@ impl Outbox {
     /// Writes what is pending straight to the socket when the writer is idle;
     /// returns true when nothing is left for the writer.
     fn write_direct(&self, st: &mut State) -> bool {
-        // max_hz gates are timed by the writer: it must hear of every push.
-        if !st.writer_idle
-            || st.ctl_hold
-            || st.held > 0
-            || st.conflating
-            || st.slow.is_some()
-            || st.closed
-            || !st.gates.is_empty()
-            || st.queued_bytes > DIRECT_MAX_BYTES
-        {
-            return false;
+        match direct_check(st) {
+            Direct::No => false,
+            Direct::Empty => true,
+            Direct::Go => {
+                let Some(sink) = st.sink.as_ref() else {
+                    return false;
+                };
+                let w = sink.try_write(&st.queue);
+                apply_direct(st, w)
+            }
         }
-        let Some(sink) = st.sink.as_ref() else {
-            return false;
-        };
-        if st.queue.is_empty() {
-            return true;
-        }
-        let w = sink.try_write(&st.queue);
-        let done: usize = st.queue.drain(..w.entries).map(|e| e.wire_len()).sum();
-        st.queued_bytes -= done;
-        if st.queue.is_empty() && st.queue.capacity() <= QUIET_QUEUE_ENTRIES {
-            // A quiet connection holds no queue while idle.
-            st.queue = Vec::new();
-        }
-        if let Some(rest) = w.rest {
-            st.queued_bytes += rest.len();
-            st.queue.insert(
-                0,
-                Entry {
-                    topic: RAW,
-                    frame: rest,
-                },
-            );
-        }
-        st.queue.is_empty()
     }
 
     /// At [`uncork`]: the deferred wake-up, as a direct write if it can be.
     fn flush_deferred(&self) {
-        let mut st = self.state.lock();
+        let st = self.state.lock();
         if !st.woken {
             // The writer woke for something else and took the frames.
             return;
         }
+        self.finish_deferred(st);
+    }
+
+    fn finish_deferred(&self, mut st: parking_lot::MutexGuard<'_, State>) {
         if self.write_direct(&mut st) {
             st.woken = false;
             return;
@@ -891,6 +1062,7 @@ mod tests {
         room: std::sync::atomic::AtomicUsize,
         took: Mutex<Vec<u8>>,
         sends: std::sync::atomic::AtomicUsize,
+        fd: std::sync::atomic::AtomicUsize,
     }
 
     impl DirectSink for Sock {
@@ -912,6 +1084,39 @@ mod tests {
                 }
             }
             self.room.store(room, Ordering::Relaxed);
+            w
+        }
+
+        fn batch(&self) -> Option<&dyn BatchSink> {
+            Some(self)
+        }
+    }
+
+    impl BatchSink for Sock {
+        fn fd(&self) -> i32 {
+            self.fd.load(Ordering::Relaxed) as i32
+        }
+        fn layout(&self, entries: &[Entry], out: &mut Vec<u8>) {
+            for e in entries {
+                out.extend_from_slice(&e.frame);
+            }
+        }
+        fn wrote(&self, entries: &[Entry], bytes: &[u8], n: usize) -> DirectWritten {
+            self.took.lock().extend_from_slice(&bytes[..n]);
+            let mut w = DirectWritten::default();
+            let mut start = 0;
+            for e in entries {
+                if start >= n {
+                    break;
+                }
+                let end = start + e.frame.len();
+                w.entries += 1;
+                if end > n {
+                    w.rest = Some(e.frame.slice(n - start..));
+                    break;
+                }
+                start = end;
+            }
             w
         }
     }
@@ -1111,5 +1316,179 @@ mod tests {
         tick(&o, 1, "later");
         uncork();
         assert_eq!(*sock.took.lock(), b"later");
+    }
+
+    /// A [`BatchSend`] that records each batch and lets each fd take up to
+    /// `room[fd]` bytes.
+    #[derive(Default)]
+    struct FakeBatch {
+        max: usize,
+        buf: Vec<u8>,
+        room: std::collections::HashMap<i32, usize>,
+        batches: Vec<Vec<(i32, String)>>,
+        on_send: Option<Box<dyn FnOnce()>>,
+    }
+
+    impl BatchSend for FakeBatch {
+        fn max_batch(&self) -> usize {
+            self.max
+        }
+        fn buf(&mut self) -> &mut Vec<u8> {
+            &mut self.buf
+        }
+        fn send(&mut self, sends: &[(i32, std::ops::Range<usize>)], written: &mut Vec<usize>) {
+            let mut batch = Vec::new();
+            for (fd, r) in sends {
+                let bytes = &self.buf[r.clone()];
+                batch.push((*fd, String::from_utf8_lossy(bytes).into_owned()));
+                written.push(
+                    bytes
+                        .len()
+                        .min(self.room.get(fd).copied().unwrap_or(usize::MAX)),
+                );
+            }
+            self.batches.push(batch);
+            if let Some(f) = self.on_send.take() {
+                f();
+            }
+        }
+    }
+
+    /// `n` idle outboxes whose sinks have fds 1..=n.
+    fn idle_socks(n: usize) -> Vec<(Arc<Outbox>, Arc<Sock>)> {
+        (1..=n)
+            .map(|fd| {
+                let (o, s) = with_sock(1000);
+                s.fd.store(fd, Ordering::Relaxed);
+                o.set_writer_idle(true);
+                (o, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_carries_the_direct_writes_of_many_outboxes_in_one_send() {
+        let socks = idle_socks(3);
+        let mut b = FakeBatch {
+            max: 32,
+            ..FakeBatch::default()
+        };
+        cork();
+        for (i, (o, _)) in socks.iter().enumerate() {
+            tick(o, 1, ["a", "bb", "ccc"][i]);
+            tick(o, 2, "!");
+        }
+        assert_eq!(uncork_with(Some(&mut b)), 1);
+        assert_eq!(
+            b.batches,
+            [vec![
+                (1, "a!".to_owned()),
+                (2, "bb!".to_owned()),
+                (3, "ccc!".to_owned())
+            ]]
+        );
+        for (i, (o, s)) in socks.iter().enumerate() {
+            assert_eq!(
+                String::from_utf8_lossy(&s.took.lock()),
+                ["a!", "bb!", "ccc!"][i]
+            );
+            assert_eq!(s.sends.load(Ordering::Relaxed), 0, "no send of its own");
+            assert!(!o.signal.load(Ordering::Acquire), "writer not woken");
+            assert_eq!(o.buffered(), 0);
+            assert!(frames(o).is_empty());
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_at_max_and_a_partial_write_leaves_the_rest_to_the_writer() {
+        let socks = idle_socks(3);
+        let mut b = FakeBatch {
+            max: 2,
+            room: [(2, 2)].into(),
+            ..FakeBatch::default()
+        };
+        cork();
+        tick(&socks[0].0, 1, "a");
+        tick(&socks[1].0, 1, "hello");
+        tick(&socks[1].0, 2, "next");
+        tick(&socks[2].0, 1, "c");
+        assert_eq!(uncork_with(Some(&mut b)), 2);
+        assert_eq!(
+            b.batches,
+            [
+                vec![(1, "a".to_owned()), (2, "hellonext".to_owned())],
+                vec![(3, "c".to_owned())]
+            ]
+        );
+        let (o, s) = &socks[1];
+        assert_eq!(*s.took.lock(), b"he");
+        assert!(
+            o.signal.load(Ordering::Acquire),
+            "the writer takes the rest"
+        );
+        assert_eq!(o.buffered(), 3 + wire_len(4));
+        let st = o.state.lock();
+        assert!(st.queue[0].is_raw() && &st.queue[0].frame[..] == b"llo");
+        assert_eq!(&st.queue[1].frame[..], b"next");
+        drop(st);
+        assert!(!socks[0].0.signal.load(Ordering::Acquire));
+        assert!(!socks[2].0.signal.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn one_outbox_or_a_busy_writer_does_not_use_the_batch() {
+        let socks = idle_socks(2);
+        let mut b = FakeBatch {
+            max: 32,
+            ..FakeBatch::default()
+        };
+        cork();
+        tick(&socks[0].0, 1, "alone");
+        assert_eq!(uncork_with(Some(&mut b)), 0);
+        assert!(b.batches.is_empty());
+        assert_eq!(socks[0].1.sends.load(Ordering::Relaxed), 1, "its own send");
+        assert_eq!(*socks[0].1.took.lock(), b"alone");
+        // The second's writer is busy: woken, not written for.
+        socks[1].0.set_writer_idle(false);
+        cork();
+        tick(&socks[0].0, 1, "x");
+        tick(&socks[1].0, 1, "y");
+        uncork_with(Some(&mut b));
+        assert!(b.batches.iter().flatten().all(|(fd, _)| *fd == 1));
+        assert!(socks[1].1.took.lock().is_empty());
+        assert_eq!(frames(&socks[1].0), ["y"]);
+    }
+
+    /// An outbox another thread holds locked is not waited for inside the
+    /// batch (two threads batching overlapping outboxes would deadlock):
+    /// it gets its own write once the batch is done and the lock is free.
+    #[test]
+    fn an_outbox_locked_elsewhere_is_written_after_the_batch() {
+        let socks = idle_socks(3);
+        cork();
+        for (i, (o, _)) in socks.iter().enumerate() {
+            tick(o, 1, ["a", "b", "c"][i]);
+        }
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let o2 = socks[1].0.clone();
+        let holder = std::thread::spawn(move || {
+            let guard = o2.state.lock();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            drop(guard);
+        });
+        locked_rx.recv().unwrap();
+        let mut b = FakeBatch {
+            max: 32,
+            on_send: Some(Box::new(move || release_tx.send(()).unwrap())),
+            ..FakeBatch::default()
+        };
+        assert_eq!(uncork_with(Some(&mut b)), 1);
+        holder.join().unwrap();
+        assert_eq!(b.batches, [vec![(1, "a".to_owned()), (3, "c".to_owned())]]);
+        assert_eq!(*socks[1].1.took.lock(), b"b");
+        assert_eq!(socks[1].1.sends.load(Ordering::Relaxed), 1);
+        assert!(!socks[1].0.signal.load(Ordering::Acquire));
     }
 }

@@ -29,6 +29,9 @@ pub struct GatewayConfig {
     /// Write a frame from the publishing task when the connection's writer is
     /// idle (plain TCP): saves a task wake-up per delivery at low rates.
     pub direct_writes: bool,
+    /// Direct writes of one read share one `io_uring_enter` (where the kernel
+    /// allows io_uring) instead of one `send` each.
+    pub io_uring: bool,
     /// An HTTP request's headers must arrive within this (slowloris guard).
     pub header_read_timeout_ms: u64,
     /// Largest body of `POST /api/publish`.
@@ -84,6 +87,7 @@ impl Default for GatewayConfig {
             // autotuned (docs/architecture.md).
             socket_send_buffer_bytes: 64 * 1024,
             direct_writes: true,
+            io_uring: true,
             header_read_timeout_ms: 10_000,
             max_http_body_bytes: 4 * 1024 * 1024,
             control_rate_per_sec: 100,

@@ -113,8 +113,14 @@ fn spawn<R, W>(
     let _entered = span.enter();
     let outbox = gw.engine.new_outbox();
     if let Some(w) = direct {
+        let fd = {
+            use std::os::fd::AsRawFd;
+            let s: &tokio::net::TcpStream = w.as_ref().as_ref();
+            s.as_raw_fd()
+        };
         outbox.set_direct_sink(Arc::new(TcpSink {
             w,
+            fd,
             frames_out: gw.metrics.frames_out.clone(),
             bytes_out: gw.metrics.bytes_out.clone(),
             direct_writes: gw.metrics.direct_writes.clone(),

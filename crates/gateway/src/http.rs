@@ -360,7 +360,7 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
     let published = {
         // Corked (nothing awaits in this block): idle subscribers get the
         // batch's frames by direct writes, many per send.
-        let _corked = gw.cfg.direct_writes.then(tickwire_engine::corked);
+        let _corked = gw.cfg.direct_writes.then(|| crate::uring::corked(&gw));
         parsed
             .iter()
             .enumerate()

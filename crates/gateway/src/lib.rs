@@ -26,6 +26,7 @@ mod metrics;
 mod reader;
 mod tls;
 mod transport;
+mod uring;
 mod writer;
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ pub use config::{AuthConfig, GatewayConfig};
 pub use metrics::Metrics;
 pub use prometheus_client::registry::Registry as MetricsRegistry;
 pub use tls::{TlsConfig, TlsError};
+pub use uring::io_uring_supported;
 
 /// The shared state of a running gateway.
 #[derive(Debug)]

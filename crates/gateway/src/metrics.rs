@@ -32,6 +32,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Sends made by a publishing task straight to an idle connection's socket.
     pub direct_writes: Counter,
+    /// io_uring submissions that carried direct writes (several each).
+    pub direct_batches: Counter,
     pub errors: Family<CodeLabel, Counter>,
     pub closes: Family<CodeLabel, Counter>,
     pub slow_consumers: Family<ReasonLabel, Counter>,
@@ -153,6 +155,7 @@ impl Metrics {
             frames_out: Counter::default(),
             bytes_out: Counter::default(),
             direct_writes: Counter::default(),
+            direct_batches: Counter::default(),
             errors: Family::default(),
             closes: Family::default(),
             slow_consumers: Family::default(),
@@ -187,6 +190,11 @@ impl Metrics {
             "tickwire_direct_writes",
             "Sends made by a publishing task straight to an idle connection's socket",
             m.direct_writes.clone(),
+        );
+        registry.register(
+            "tickwire_direct_write_batches",
+            "io_uring submissions that carried several direct writes at once",
+            m.direct_batches.clone(),
         );
         registry.register("tickwire_errors", "Error replies by code", m.errors.clone());
         registry.register(

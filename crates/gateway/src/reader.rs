@@ -241,7 +241,7 @@ impl Reader {
         });
         // The frames of one read are handled corked: the writers they wake are
         // written to directly once the read is done (tickwire_engine::cork).
-        let _uncork = tickwire_engine::corked();
+        let _uncork = crate::uring::corked(&self.gw);
         let mut corked = 0usize;
         loop {
             // Read on while the socket has data (a publisher at full speed),
@@ -255,7 +255,7 @@ impl Reader {
             }
             if corked >= CORK_FRAMES || !ws.frame_ready() {
                 // Nothing may stay corked while this task waits.
-                tickwire_engine::uncork();
+                crate::uring::uncork(&self.gw);
                 corked = 0;
             }
             let read = ws.next();

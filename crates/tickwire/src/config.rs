@@ -35,6 +35,7 @@ pub const LIMITS: &[(&str, u64)] = &[
     ("close_timeout_ms", 2_000),
     ("shutdown_timeout_ms", 5_000),
     ("direct_writes", 1),
+    ("io_uring", 1),
 ];
 
 /// Everything the binary needs, validated.
@@ -288,11 +289,13 @@ impl Config {
                 bail!("key `limits.{k}`{}: must be above 0", self.where_());
             }
         }
-        if l("direct_writes") > 1 {
-            bail!(
-                "key `limits.direct_writes`{}: must be 0 (off) or 1 (on)",
-                self.where_()
-            );
+        for k in ["direct_writes", "io_uring"] {
+            if l(k) > 1 {
+                bail!(
+                    "key `limits.{k}`{}: must be 0 (off) or 1 (on)",
+                    self.where_()
+                );
+            }
         }
         if l("max_tick_bytes") > l("max_message_bytes") {
             bail!(
@@ -353,6 +356,7 @@ impl Config {
             close_timeout_ms: self.limit("close_timeout_ms"),
             shutdown_timeout_ms: self.limit("shutdown_timeout_ms"),
             direct_writes: self.limit("direct_writes") != 0,
+            io_uring: self.limit("io_uring") != 0,
             auth: self.auth.clone(),
             tls: self.tls.clone(),
             ..GatewayConfig::default()
@@ -490,6 +494,17 @@ mod tests {
         let c = load_file("", &[("TICKWIRE_DIRECT_WRITES", "0")]).unwrap();
         assert!(!c.gateway().direct_writes);
         assert!(load_file("", &[]).unwrap().gateway().direct_writes);
+        let e = load_file("[limits]\nio_uring = 7\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.io_uring"), "{e}");
+        assert!(
+            !load_file("[limits]\nio_uring = 0\n", &[])
+                .unwrap()
+                .gateway()
+                .io_uring
+        );
+        assert!(load_file("", &[]).unwrap().gateway().io_uring);
     }
 
     #[test]
