@@ -20,10 +20,16 @@
 //!
 //! Whatever CPU and latency it shows, no server that sends each delivery on
 //! its own can do better on this machine.
+//!
+//! `--io-uring` makes the same sends, but queues each burst's in an io_uring
+//! and submits them with one `io_uring_enter`, as the broker's direct writes
+//! do (`limits.io_uring`): the floor for one system call per burst instead
+//! of per send.
 
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +65,9 @@ enum Cmd {
         warmup: f64,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// One io_uring submission per burst instead of a `write` per send.
+        #[arg(long)]
+        io_uring: bool,
     },
     /// Open the connections and time every record.
     Recv {
@@ -89,6 +98,58 @@ fn cpu_ticks() -> anyhow::Result<u64> {
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
+/// One burst of sends through an io_uring: `Ok(n)` per send is what it took.
+#[allow(unsafe_code)]
+fn uring_burst(
+    ring: &mut io_uring::IoUring,
+    fds: impl Iterator<Item = i32>,
+    rec: &[u8],
+    results: &mut Vec<std::io::Result<usize>>,
+) -> anyhow::Result<()> {
+    results.clear();
+    let len = u32::try_from(rec.len())?;
+    let mut queued = 0;
+    {
+        let mut sq = ring.submission();
+        for fd in fds {
+            let e = io_uring::opcode::Send::new(io_uring::types::Fd(fd), rec.as_ptr(), len)
+                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(queued as u64);
+            // SAFETY: `rec` outlives the sends: this function waits below for
+            // every queued entry's completion before it returns (an error
+            // while waiting ends the program, with `rec` still alive in the
+            // caller, which then exits).
+            unsafe { sq.push(&e) }.map_err(|_| anyhow::anyhow!("ring full"))?;
+            queued += 1;
+        }
+    }
+    results.resize_with(queued, || Ok(0));
+    let mut done = 0;
+    while done < queued {
+        match ring.submit_and_wait(queued - done) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Entries may still point at `rec`: never return to free it.
+                eprintln!("io_uring_enter: {e}");
+                std::process::exit(1);
+            }
+        }
+        for c in ring.completion() {
+            let r = c.result();
+            results[c.user_data() as usize] = if r >= 0 {
+                Ok(r as usize)
+            } else {
+                Err(std::io::Error::from_raw_os_error(-r))
+            };
+            done += 1;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn send(
     listen: SocketAddr,
     conns: usize,
@@ -97,10 +158,19 @@ fn send(
     bytes: usize,
     warmup: f64,
     duration: f64,
+    io_uring: bool,
 ) -> anyhow::Result<()> {
     if bytes < 8 || burst == 0 || burst > conns || rate <= 0.0 {
         bail!("need --bytes >= 8, 0 < --burst <= --conns and --rate > 0");
     }
+    let mut ring = if io_uring {
+        Some(
+            io_uring::IoUring::new(u32::try_from(burst.next_power_of_two())?)
+                .context("io_uring")?,
+        )
+    } else {
+        None
+    };
     let l = TcpListener::bind(listen).context("bind")?;
     // First line: where to connect (`--listen 127.0.0.1:0` picks a port).
     println!(
@@ -116,6 +186,7 @@ fn send(
         socks.push(s);
     }
     let mut rec = vec![b'x'; bytes];
+    let mut results: Vec<std::io::Result<usize>> = Vec::with_capacity(burst);
     let every = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
@@ -128,14 +199,24 @@ fn send(
             measured = Some((cpu_ticks()?, sent));
         }
         rec[..8].copy_from_slice(&unix_nanos().to_le_bytes());
-        for _ in 0..burst {
-            match socks[next].write(&rec) {
+        if let Some(ring) = ring.as_mut() {
+            let fds = (0..burst).map(|i| socks[(next + i) % conns].as_raw_fd());
+            uring_burst(ring, fds, &rec, &mut results)?;
+            next = (next + burst) % conns;
+        } else {
+            results.clear();
+            for _ in 0..burst {
+                results.push(socks[next].write(&rec));
+                next = (next + 1) % conns;
+            }
+        }
+        for r in results.drain(..) {
+            match r {
                 Ok(n) if n == rec.len() => sent += 1,
                 Ok(_) => bail!("short write: the receiver is not reading"),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block += 1,
                 Err(e) => return Err(e).context("write"),
             }
-            next = (next + 1) % conns;
         }
         slot += every;
         if let Some(wait) = slot.checked_duration_since(Instant::now()) {
@@ -146,7 +227,12 @@ fn send(
     let cpu_s = (cpu_ticks()? - t0) as f64 / 100.0;
     let sends = sent - s0;
     println!(
-        "{{\"mode\":\"send\",\"sends_per_s\":{:.0},\"cpu_util\":{:.4},\"us_per_send\":{:.2},\"would_block\":{}}}",
+        "{{\"mode\":\"{}\",\"sends_per_s\":{:.0},\"cpu_util\":{:.4},\"us_per_send\":{:.2},\"would_block\":{}}}",
+        if ring.is_some() {
+            "send_io_uring"
+        } else {
+            "send"
+        },
         sends as f64 / duration,
         cpu_s / duration,
         cpu_s * 1e6 / sends.max(1) as f64,
@@ -222,7 +308,10 @@ fn main() -> anyhow::Result<()> {
             bytes,
             warmup,
             duration,
-        } => send(listen, conns, burst, rate, bytes, warmup, duration),
+            io_uring,
+        } => send(
+            listen, conns, burst, rate, bytes, warmup, duration, io_uring,
+        ),
         Cmd::Recv {
             connect,
             conns,

@@ -49,6 +49,10 @@ pub enum SlowReason {
     HardLimit,
     /// Over `soft_limit_bytes` for longer than `slow_timeout_ms`.
     SoftTimeout,
+    /// A batched direct write failed with its outcome unknown (the socket
+    /// may hold part of a frame, or all of it): the connection is reset, as
+    /// nothing sent after it could be trusted.
+    SendLost,
 }
 
 /// `topic` of a control frame: never conflated.
@@ -113,9 +117,10 @@ pub trait BatchSend {
     /// each batch).
     fn buf(&mut self) -> &mut Vec<u8>;
     /// Writes `buf()[range]` to each `(fd, range)`, without blocking, and
-    /// pushes to `written` how many bytes each took (0 for none or an
-    /// error: the connection's writer finds out), in order.
-    fn send(&mut self, sends: &[(i32, std::ops::Range<usize>)], written: &mut Vec<usize>);
+    /// pushes to `written`, in order, how many bytes each took (0 for none
+    /// or an error: the connection's writer finds out), or `None` when that
+    /// is unknown (the batch failed midway; the connection is then reset).
+    fn send(&mut self, sends: &[(i32, std::ops::Range<usize>)], written: &mut Vec<Option<usize>>);
 }
 
 /// Pending bytes over this go to the writer task, not a direct write.
@@ -193,7 +198,7 @@ pub fn uncork_with(batch: Option<&mut dyn BatchSend>) -> usize {
 #[derive(Default)]
 struct BatchLists {
     sends: Vec<(i32, std::ops::Range<usize>)>,
-    written: Vec<usize>,
+    written: Vec<Option<usize>>,
 }
 
 thread_local! {
@@ -261,8 +266,16 @@ fn flush_batched(pending: &[Arc<Outbox>], b: &mut dyn BatchSend) -> usize {
                 batches += 1;
                 let buf = b.buf();
                 for (i, (o, mut st)) in held.drain(..).enumerate() {
-                    let n = lists.written.get(i).copied().unwrap_or(0);
-                    let bytes = &buf[lists.sends[i].1.clone()];
+                    let (Some(Some(n)), Some(bytes)) = (
+                        lists.written.get(i).copied(),
+                        buf.get(lists.sends[i].1.clone()),
+                    ) else {
+                        o.mark_slow(&mut st, SlowReason::SendLost);
+                        st.mid_frame = true;
+                        drop(st);
+                        o.notify();
+                        continue;
+                    };
                     let w = match st.sink.as_ref().and_then(|s| s.batch()) {
                         Some(bs) => bs.wrote(&st.queue, bytes, n.min(bytes.len())),
                         None => DirectWritten::default(),
@@ -1325,6 +1338,8 @@ mod tests {
         max: usize,
         buf: Vec<u8>,
         room: std::collections::HashMap<i32, usize>,
+        /// fds whose send's outcome is reported unknown.
+        lost: Vec<i32>,
         batches: Vec<Vec<(i32, String)>>,
         on_send: Option<Box<dyn FnOnce()>>,
     }
@@ -1336,16 +1351,24 @@ mod tests {
         fn buf(&mut self) -> &mut Vec<u8> {
             &mut self.buf
         }
-        fn send(&mut self, sends: &[(i32, std::ops::Range<usize>)], written: &mut Vec<usize>) {
+        fn send(
+            &mut self,
+            sends: &[(i32, std::ops::Range<usize>)],
+            written: &mut Vec<Option<usize>>,
+        ) {
             let mut batch = Vec::new();
             for (fd, r) in sends {
                 let bytes = &self.buf[r.clone()];
                 batch.push((*fd, String::from_utf8_lossy(bytes).into_owned()));
-                written.push(
-                    bytes
-                        .len()
-                        .min(self.room.get(fd).copied().unwrap_or(usize::MAX)),
-                );
+                written.push(if self.lost.contains(fd) {
+                    None
+                } else {
+                    Some(
+                        bytes
+                            .len()
+                            .min(self.room.get(fd).copied().unwrap_or(usize::MAX)),
+                    )
+                });
             }
             self.batches.push(batch);
             if let Some(f) = self.on_send.take() {
@@ -1436,8 +1459,8 @@ mod tests {
     }
 
     #[test]
-    fn one_outbox_or_a_busy_writer_does_not_use_the_batch() {
-        let socks = idle_socks(2);
+    fn one_outbox_does_not_use_the_batch() {
+        let socks = idle_socks(1);
         let mut b = FakeBatch {
             max: 32,
             ..FakeBatch::default()
@@ -1448,15 +1471,54 @@ mod tests {
         assert!(b.batches.is_empty());
         assert_eq!(socks[0].1.sends.load(Ordering::Relaxed), 1, "its own send");
         assert_eq!(*socks[0].1.took.lock(), b"alone");
-        // The second's writer is busy: woken, not written for.
-        socks[1].0.set_writer_idle(false);
+    }
+
+    /// A writer that woke between the push and the uncork (busy now) is not
+    /// written for; one that already took its frames is left alone.
+    #[test]
+    fn a_writer_busy_or_done_by_the_uncork_is_left_out_of_the_batch() {
+        let socks = idle_socks(4);
+        let mut b = FakeBatch {
+            max: 32,
+            ..FakeBatch::default()
+        };
         cork();
-        tick(&socks[0].0, 1, "x");
-        tick(&socks[1].0, 1, "y");
-        uncork_with(Some(&mut b));
-        assert!(b.batches.iter().flatten().all(|(fd, _)| *fd == 1));
+        for (i, (o, _)) in socks.iter().enumerate() {
+            tick(o, 1, ["a", "b", "c", "d"][i]);
+        }
+        socks[1].0.set_writer_idle(false);
+        assert_eq!(frames(&socks[2].0), ["c"], "its writer took it");
+        assert_eq!(uncork_with(Some(&mut b)), 1);
+        assert_eq!(b.batches, [vec![(1, "a".to_owned()), (4, "d".to_owned())]]);
         assert!(socks[1].1.took.lock().is_empty());
-        assert_eq!(frames(&socks[1].0), ["y"]);
+        assert!(socks[1].0.signal.load(Ordering::Acquire), "woken instead");
+        assert_eq!(frames(&socks[1].0), ["b"]);
+        assert!(socks[2].1.took.lock().is_empty());
+        assert!(!socks[2].0.signal.load(Ordering::Acquire));
+    }
+
+    /// A send whose outcome the batch cannot tell (its ring failed midway)
+    /// gives up the connection as cut mid-frame: the writer resets it
+    /// rather than guess. The others in the batch are unaffected.
+    #[test]
+    fn a_send_with_an_unknown_outcome_resets_its_connection() {
+        let socks = idle_socks(2);
+        let mut b = FakeBatch {
+            max: 32,
+            lost: vec![2],
+            ..FakeBatch::default()
+        };
+        cork();
+        tick(&socks[0].0, 1, "a");
+        tick(&socks[1].0, 1, "b");
+        assert_eq!(uncork_with(Some(&mut b)), 1);
+        assert_eq!(*socks[0].1.took.lock(), b"a");
+        assert_eq!(socks[0].0.slow_reason(), None);
+        let o = &socks[1].0;
+        assert_eq!(o.slow_reason(), Some(SlowReason::SendLost));
+        assert!(o.signal.load(Ordering::Acquire), "the writer is told");
+        let mut out = Vec::new();
+        assert_eq!(o.drain(&mut out), Drain::SlowMidFrame(SlowReason::SendLost));
     }
 
     /// An outbox another thread holds locked is not waited for inside the

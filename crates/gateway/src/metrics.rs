@@ -193,7 +193,7 @@ impl Metrics {
         );
         registry.register(
             "tickwire_direct_write_batches",
-            "io_uring submissions that carried several direct writes at once",
+            "io_uring submissions that carried direct writes (up to 32 each)",
             m.direct_batches.clone(),
         );
         registry.register("tickwire_errors", "Error replies by code", m.errors.clone());

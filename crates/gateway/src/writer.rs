@@ -78,6 +78,7 @@ fn reason_label(reason: SlowReason) -> &'static str {
     match reason {
         SlowReason::HardLimit => "hard_limit",
         SlowReason::SoftTimeout => "soft_timeout",
+        SlowReason::SendLost => "send_lost",
     }
 }
 
