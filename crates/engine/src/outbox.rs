@@ -1377,6 +1377,22 @@ mod tests {
         }
     }
 
+    /// A fake sender that takes up to `max` sends at once.
+    fn batch_of(max: usize) -> FakeBatch {
+        FakeBatch {
+            max,
+            ..FakeBatch::default()
+        }
+    }
+
+    /// Corks, then pushes `texts[i]` to the i-th outbox.
+    fn cork_and_tick_each(socks: &[(Arc<Outbox>, Arc<Sock>)], texts: &[&'static str]) {
+        cork();
+        for ((o, _), t) in socks.iter().zip(texts) {
+            tick(o, 1, t);
+        }
+    }
+
     /// `n` idle outboxes whose sinks have fds 1..=n.
     fn idle_socks(n: usize) -> Vec<(Arc<Outbox>, Arc<Sock>)> {
         (1..=n)
@@ -1392,13 +1408,9 @@ mod tests {
     #[test]
     fn a_batch_carries_the_direct_writes_of_many_outboxes_in_one_send() {
         let socks = idle_socks(3);
-        let mut b = FakeBatch {
-            max: 32,
-            ..FakeBatch::default()
-        };
-        cork();
-        for (i, (o, _)) in socks.iter().enumerate() {
-            tick(o, 1, ["a", "bb", "ccc"][i]);
+        let mut b = batch_of(32);
+        cork_and_tick_each(&socks, &["a", "bb", "ccc"]);
+        for (o, _) in &socks {
             tick(o, 2, "!");
         }
         assert_eq!(uncork_with(Some(&mut b)), 1);
@@ -1461,12 +1473,8 @@ mod tests {
     #[test]
     fn one_outbox_does_not_use_the_batch() {
         let socks = idle_socks(1);
-        let mut b = FakeBatch {
-            max: 32,
-            ..FakeBatch::default()
-        };
-        cork();
-        tick(&socks[0].0, 1, "alone");
+        let mut b = batch_of(32);
+        cork_and_tick_each(&socks, &["alone"]);
         assert_eq!(uncork_with(Some(&mut b)), 0);
         assert!(b.batches.is_empty());
         assert_eq!(socks[0].1.sends.load(Ordering::Relaxed), 1, "its own send");
@@ -1478,14 +1486,8 @@ mod tests {
     #[test]
     fn a_writer_busy_or_done_by_the_uncork_is_left_out_of_the_batch() {
         let socks = idle_socks(4);
-        let mut b = FakeBatch {
-            max: 32,
-            ..FakeBatch::default()
-        };
-        cork();
-        for (i, (o, _)) in socks.iter().enumerate() {
-            tick(o, 1, ["a", "b", "c", "d"][i]);
-        }
+        let mut b = batch_of(32);
+        cork_and_tick_each(&socks, &["a", "b", "c", "d"]);
         socks[1].0.set_writer_idle(false);
         assert_eq!(frames(&socks[2].0), ["c"], "its writer took it");
         assert_eq!(uncork_with(Some(&mut b)), 1);
@@ -1504,13 +1506,10 @@ mod tests {
     fn a_send_with_an_unknown_outcome_resets_its_connection() {
         let socks = idle_socks(2);
         let mut b = FakeBatch {
-            max: 32,
             lost: vec![2],
-            ..FakeBatch::default()
+            ..batch_of(32)
         };
-        cork();
-        tick(&socks[0].0, 1, "a");
-        tick(&socks[1].0, 1, "b");
+        cork_and_tick_each(&socks, &["a", "b"]);
         assert_eq!(uncork_with(Some(&mut b)), 1);
         assert_eq!(*socks[0].1.took.lock(), b"a");
         assert_eq!(socks[0].0.slow_reason(), None);
@@ -1527,10 +1526,7 @@ mod tests {
     #[test]
     fn an_outbox_locked_elsewhere_is_written_after_the_batch() {
         let socks = idle_socks(3);
-        cork();
-        for (i, (o, _)) in socks.iter().enumerate() {
-            tick(o, 1, ["a", "b", "c"][i]);
-        }
+        cork_and_tick_each(&socks, &["a", "b", "c"]);
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let o2 = socks[1].0.clone();
