@@ -171,8 +171,10 @@ struct SlotInner {
     last: Option<Last>,
     /// (seq, tick frame), oldest first; at most `history_per_topic`.
     history: VecDeque<(u64, Bytes)>,
+    /// Each subscribed connection once; where each is, is kept by the
+    /// connection (`TopicRef::pos`), not in a map here: 10 subscriptions
+    /// of each of 10,000 connections would need 100,000 map entries.
     subs: Vec<Sub>,
-    index: IdMap<ConnId, usize>,
     stale: bool,
     window_start_ms: u64,
     window_count: u64,
@@ -189,7 +191,6 @@ impl SlotInner {
             last: None,
             history: VecDeque::new(),
             subs: Vec::new(),
-            index: IdMap::default(),
             stale: false,
             window_start_ms: 0,
             window_count: 0,
@@ -210,8 +211,34 @@ struct ConnSubs {
     outbox: Arc<Outbox>,
     /// Pattern -> its max_hz.
     patterns: VecMap<Pattern, Option<f64>>,
-    /// Topic -> how many of this connection's patterns match it.
-    topics: VecMap<TopicId, u32>,
+    /// Topic -> how many of this connection's patterns match it, and where
+    /// the connection is in the topic's subscribers.
+    topics: VecMap<TopicId, TopicRef>,
+}
+
+/// One connection's hold on one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TopicRef {
+    /// This connection's patterns that match the topic.
+    refs: u32,
+    /// Its index in the topic's `subs` ([`NOT_PLACED`] before it is added).
+    pos: u32,
+}
+
+const NOT_PLACED: u32 = u32::MAX;
+
+/// [`VecMap::add_counts`] for topic holds: new ones are not placed yet.
+fn add_refs(old: Option<TopicRef>, n: u32) -> TopicRef {
+    match old {
+        Some(r) => TopicRef {
+            refs: r.refs + n,
+            pos: r.pos,
+        },
+        None => TopicRef {
+            refs: n,
+            pos: NOT_PLACED,
+        },
+    }
 }
 
 #[derive(Debug, Default)]
@@ -251,6 +278,16 @@ fn new_epoch() -> String {
     format!("{a:016x}{b:016x}")
 }
 
+/// Records that `conn` is now at `pos` in `topic`'s subscribers.
+fn set_pos(conns: &mut IdMap<ConnId, ConnSubs>, conn: ConnId, topic: TopicId, pos: u32) {
+    if let Some(r) = conns
+        .get_mut(&conn)
+        .and_then(|cs| cs.topics.get_mut(&topic))
+    {
+        r.pos = pos;
+    }
+}
+
 fn remove_exact(exact: &mut HashMap<Pattern, Vec<ConnId>>, p: &Pattern, conn: ConnId) {
     if let Some(v) = exact.get_mut(p) {
         v.retain(|c| *c != conn);
@@ -279,27 +316,48 @@ fn interval_for(patterns: &VecMap<Pattern, Option<f64>>, topic: &str) -> Option<
 }
 
 impl SlotInner {
-    fn add_sub(&mut self, conn: ConnId, outbox: &Arc<Outbox>, interval: Option<Duration>) {
-        match self.index.get(&conn) {
-            Some(&i) => self.subs[i].interval = interval,
-            None => {
-                self.index.insert(conn, self.subs.len());
-                self.subs.push(Sub {
-                    conn,
-                    outbox: outbox.clone(),
-                    interval,
-                });
-            }
+    /// Where `conn` is in `subs`: at `pos` as its connection says, or (were
+    /// that ever wrong, a bug) wherever a search finds it.
+    fn find_sub(&self, pos: u32, conn: ConnId) -> Option<usize> {
+        let at = pos as usize;
+        if self.subs.get(at).is_some_and(|s| s.conn == conn) {
+            return Some(at);
         }
+        let found = self.subs.iter().position(|s| s.conn == conn);
+        debug_assert!(
+            pos == NOT_PLACED && found.is_none(),
+            "subscriber position out of step"
+        );
+        found
     }
 
-    fn remove_sub(&mut self, conn: ConnId) {
-        if let Some(i) = self.index.remove(&conn) {
-            self.subs.swap_remove(i);
-            if let Some(moved) = self.subs.get(i) {
-                self.index.insert(moved.conn, i);
-            }
+    /// Adds `conn` (whose position is `pos`) or updates its interval;
+    /// returns its position.
+    fn add_sub(
+        &mut self,
+        pos: u32,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        interval: Option<Duration>,
+    ) -> u32 {
+        if let Some(i) = self.find_sub(pos, conn) {
+            self.subs[i].interval = interval;
+            return i as u32;
         }
+        self.subs.push(Sub {
+            conn,
+            outbox: outbox.clone(),
+            interval,
+        });
+        (self.subs.len() - 1) as u32
+    }
+
+    /// Removes `conn` (at `pos`); the subscriber moved into its place, if
+    /// any, and that place, for the caller to record in its connection.
+    fn remove_sub(&mut self, pos: u32, conn: ConnId) -> Option<(ConnId, u32)> {
+        let i = self.find_sub(pos, conn)?;
+        self.subs.swap_remove(i);
+        self.subs.get(i).map(|moved| (moved.conn, i as u32))
     }
 
     fn snapshot_frame(&self, topic: &str, with_epoch: bool) -> Option<Bytes> {
@@ -385,8 +443,14 @@ impl Engine {
         for p in cs.patterns.keys().filter(|p| !p.is_wildcard()) {
             remove_exact(&mut reg.exact, p, conn);
         }
-        for id in cs.topics.keys() {
-            reg.slots[id.0 as usize].inner.lock().remove_sub(conn);
+        for (id, r) in cs.topics.iter() {
+            let moved = reg.slots[id.0 as usize]
+                .inner
+                .lock()
+                .remove_sub(r.pos, conn);
+            if let Some((other, pos)) = moved {
+                set_pos(&mut reg.conns, other, *id, pos);
+            }
         }
     }
 
@@ -499,9 +563,16 @@ impl Engine {
                 };
                 // A new topic has the highest id: it goes at the end, and
                 // the vector grows by doubling (trimmed on (un)subscribe).
-                *cs.topics.get_or_insert(id, 0) += 1;
                 let interval = interval_for(&cs.patterns, topic.as_str());
-                inner.add_sub(*conn, &cs.outbox, interval);
+                let r = cs.topics.get_or_insert(
+                    id,
+                    TopicRef {
+                        refs: 0,
+                        pos: NOT_PLACED,
+                    },
+                );
+                r.refs += 1;
+                r.pos = inner.add_sub(r.pos, *conn, &cs.outbox, interval);
             }
         }
         reg.slots.push(slot.clone());
@@ -662,7 +733,7 @@ impl Engine {
                 }
             }
         }
-        cs.topics.add_counts(counted);
+        cs.topics.add_counts(counted, add_refs);
         let asked_recovery = req.epoch.is_some() || !req.epochs.is_empty() || !req.since.is_empty();
         let mut recovered = true;
         let now = Instant::now();
@@ -671,7 +742,9 @@ impl Engine {
             let topic = slot.topic.as_str();
             let interval = interval_for(&cs.patterns, topic);
             let mut s = slot.inner.lock();
-            s.add_sub(conn, &cs.outbox, interval);
+            if let Some(r) = cs.topics.get_mut(&id) {
+                r.pos = s.add_sub(r.pos, conn, &cs.outbox, interval);
+            }
             let since = req
                 .since
                 .iter()
@@ -740,6 +813,7 @@ impl Engine {
         let Some(cs) = reg.conns.get_mut(&conn) else {
             return;
         };
+        let mut moved: Vec<(ConnId, TopicId, u32)> = Vec::new();
         for p in patterns {
             if cs.patterns.remove(p).is_none() {
                 continue;
@@ -751,24 +825,32 @@ impl Engine {
             }
             // Counts that reach 0 are dropped in one pass below: removing
             // them one by one could shift the vector once per topic.
-            for (&id, refs) in cs.topics.iter_mut() {
+            for (&id, r) in cs.topics.iter_mut() {
                 let slot = &reg.slots[id.0 as usize];
-                if *refs == 0 || !p.matches(slot.topic.as_str()) {
+                if r.refs == 0 || !p.matches(slot.topic.as_str()) {
                     continue;
                 }
-                *refs -= 1;
-                if *refs == 0 {
-                    slot.inner.lock().remove_sub(conn);
+                r.refs -= 1;
+                if r.refs == 0 {
+                    if let Some(m) = slot.inner.lock().remove_sub(r.pos, conn) {
+                        moved.push((m.0, id, m.1));
+                    }
+                    r.pos = NOT_PLACED;
                     cs.outbox.forget_topic(id);
                 } else {
                     let interval = interval_for(&cs.patterns, slot.topic.as_str());
-                    slot.inner.lock().add_sub(conn, &cs.outbox, interval);
+                    r.pos = slot.inner.lock().add_sub(r.pos, conn, &cs.outbox, interval);
                 }
             }
         }
-        cs.topics.retain(|_, refs| *refs > 0);
+        cs.topics.retain(|_, r| r.refs > 0);
         cs.patterns.trim();
         cs.topics.trim();
+        // Only this connection's positions were read above; the others'
+        // that moved are recorded now.
+        for (other, id, pos) in moved {
+            set_pos(&mut reg.conns, other, id, pos);
+        }
     }
 
     /// Marks topics with no tick for `stale_after_ms` as stale and tells their
@@ -1077,6 +1159,82 @@ mod tests {
         let got = take(&o);
         assert!(got[0].contains(r#""state":"live""#));
         assert!(got[1].contains(r#""type":"tick""#));
+    }
+
+    /// Every connection's recorded position points at itself in each
+    /// topic it holds, and every subscriber of a topic holds it.
+    fn assert_positions_in_step(e: &Engine) {
+        let reg = e.reg.read();
+        let mut held = 0;
+        for (conn, cs) in reg.conns.iter() {
+            for (id, r) in cs.topics.iter() {
+                let s = reg.slots[id.0 as usize].inner.lock();
+                assert!(r.refs > 0);
+                assert_eq!(s.subs[r.pos as usize].conn, *conn, "{conn:?} in {id:?}");
+                held += 1;
+            }
+        }
+        let subs: usize = reg.slots.iter().map(|s| s.inner.lock().subs.len()).sum();
+        assert_eq!(subs, held);
+    }
+
+    /// Subscribes, unsubscribes and disconnects in a long pseudo-random
+    /// mix (exact and wildcard patterns, topics created on the way), and
+    /// checks after each step that positions are in step and that a tick
+    /// reaches exactly the connections whose patterns match it.
+    #[test]
+    fn subscriber_positions_stay_in_step_through_any_mix_of_changes() {
+        let e = Engine::new(EngineConfig::default());
+        let pats = ["t.a", "t.b", "t.c", "t.*", "t.>", "u.a", "u.*"];
+        let topics = ["t.a", "t.b", "t.c", "t.d", "u.a", "u.b"];
+        let mut outboxes: HashMap<u64, Arc<Outbox>> = HashMap::new();
+        let mut held: HashMap<u64, HashSet<&str>> = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for step in 0..3000 {
+            let c = next(12);
+            let pat = pats[next(pats.len() as u64) as usize];
+            match next(10) {
+                0..=4 => {
+                    let o = outboxes.entry(c).or_insert_with(|| conn(&e, c)).clone();
+                    e.subscribe(ConnId(c), &req(&[pat]), reply).unwrap();
+                    take(&o);
+                    held.entry(c).or_default().insert(pat);
+                }
+                5..=7 => {
+                    e.unsubscribe(ConnId(c), &[Pattern::parse(pat).unwrap()]);
+                    if let Some(h) = held.get_mut(&c) {
+                        h.remove(pat);
+                    }
+                }
+                8 => {
+                    e.disconnect(ConnId(c));
+                    outboxes.remove(&c);
+                    held.remove(&c);
+                }
+                _ => {
+                    let topic = topics[next(topics.len() as u64) as usize];
+                    e.publish(&t(topic), b"{}").unwrap();
+                    for (c, o) in &outboxes {
+                        let want = held.get(c).is_some_and(|h| {
+                            h.iter().any(|p| Pattern::parse(p).unwrap().matches(topic))
+                        });
+                        let got = take(o);
+                        assert_eq!(
+                            got.len(),
+                            usize::from(want),
+                            "step {step}: {c} {topic} {got:?}"
+                        );
+                    }
+                }
+            }
+            assert_positions_in_step(&e);
+        }
     }
 
     #[test]

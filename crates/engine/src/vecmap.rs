@@ -53,6 +53,13 @@ impl<K: Ord, V> VecMap<K, V> {
         &mut self.items[i].1
     }
 
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        match self.find(k) {
+            Ok(i) => Some(&mut self.items[i].1),
+            Err(_) => None,
+        }
+    }
+
     pub fn remove(&mut self, k: &K) -> Option<V> {
         match self.find(k) {
             Ok(i) => Some(self.items.remove(i).1),
@@ -83,12 +90,13 @@ impl<K: Ord, V> VecMap<K, V> {
     }
 }
 
-impl<K: Ord + Copy> VecMap<K, u32> {
-    /// Adds one to the count of each key in `keys` (a key listed twice gets
-    /// two), inserting missing keys: one merge, linear in both sizes, where
-    /// inserting one by one could shift the whole vector per key (a wildcard
-    /// can match every topic).
-    pub fn add_counts(&mut self, mut keys: Vec<K>) {
+impl<K: Ord + Copy, V> VecMap<K, V> {
+    /// Counts each key in `keys` into its value (a key listed `n` times:
+    /// `bump(old, n)`, with `old` None for a key not yet held, which is
+    /// inserted): one merge, linear in both sizes, where inserting one by
+    /// one could shift the whole vector per key (a wildcard can match every
+    /// topic).
+    pub fn add_counts(&mut self, mut keys: Vec<K>, bump: impl Fn(Option<V>, u32) -> V) {
         if keys.is_empty() {
             return;
         }
@@ -106,8 +114,8 @@ impl<K: Ord + Copy> VecMap<K, u32> {
                 merged.push(e);
             }
             match old.next_if(|(q, _)| *q == k) {
-                Some((q, c)) => merged.push((q, c + n)),
-                None => merged.push((k, n)),
+                Some((q, v)) => merged.push((q, bump(Some(v), n))),
+                None => merged.push((k, bump(None, n))),
             }
         }
         merged.extend(old);
@@ -118,6 +126,10 @@ impl<K: Ord + Copy> VecMap<K, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn count(old: Option<u32>, n: u32) -> u32 {
+        old.unwrap_or(0) + n
+    }
 
     #[test]
     fn behaves_like_a_map() {
@@ -131,7 +143,9 @@ mod tests {
         assert_eq!(m.keys().copied().collect::<Vec<_>>(), vec![1, 3, 5]);
         *m.get_or_insert(2, "two") = "TWO";
         assert_eq!(*m.get_or_insert(2, "unused"), "TWO");
-        *m.get_or_insert(2, "ignored") = "2";
+        *m.get_or_insert(2, "ignored") = "x";
+        *m.get_mut(&2).expect("held") = "2";
+        assert_eq!(m.get_mut(&4), None);
         assert_eq!(m.remove(&2), Some("2"));
         assert_eq!(m.remove(&2), None);
         assert_eq!(
@@ -145,12 +159,12 @@ mod tests {
         let mut m: VecMap<u32, u32> = VecMap::default();
         m.insert(2, 1);
         m.insert(7, 5);
-        m.add_counts(vec![9, 2, 1, 9, 5, 9]);
+        m.add_counts(vec![9, 2, 1, 9, 5, 9], count);
         assert_eq!(
             m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
             vec![(1, 1), (2, 2), (5, 1), (7, 5), (9, 3)]
         );
-        m.add_counts(Vec::new());
+        m.add_counts(Vec::new(), count);
         assert_eq!(m.len(), 5);
         for (_, v) in m.iter_mut() {
             *v -= 1;
@@ -168,7 +182,7 @@ mod tests {
         // would shift the vector 100,000 times.
         let mut m: VecMap<u32, u32> = VecMap::default();
         m.insert(u32::MAX, 1);
-        m.add_counts((0..100_000).rev().collect());
+        m.add_counts((0..100_000).rev().collect(), count);
         assert_eq!(m.len(), 100_001);
         assert!(m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b));
     }
