@@ -14,7 +14,9 @@ if ! command -v kosoku >/dev/null 2>&1; then
     python3 -m pip install --quiet kosoku==0.1.0
 fi
 
-cargo build --quiet -p tickwire-gateway --features conformance --example echo
+# --workspace: the dependencies keep the features the test steps built them
+# with, so only the gateway and the example are compiled again.
+cargo build --quiet --workspace --features tickwire-gateway/conformance --example echo
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 echo_bin="$target_dir/debug/examples/echo"
