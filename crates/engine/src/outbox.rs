@@ -64,6 +64,9 @@ const RAW: u32 = u32::MAX - 1;
 /// A pending-frames vector this small (a quiet connection's) is given back
 /// once emptied, by the writer and by direct writes, so that an idle
 /// connection holds none; a busy connection's larger one is kept for reuse.
+/// Direct writes keep even a small one while ticks flow, so that a tick to
+/// an idle subscriber allocates nothing: [`Outbox::trim_quiet`] gives it
+/// back once a heartbeat interval passes without one.
 pub const QUIET_QUEUE_ENTRIES: usize = 4;
 
 /// What a [`DirectSink`] wrote of the entries it was given.
@@ -333,8 +336,9 @@ fn direct_check(st: &State) -> Direct {
 fn apply_direct(st: &mut State, w: DirectWritten) -> bool {
     let done: usize = st.queue.drain(..w.entries).map(|e| e.wire_len()).sum();
     st.queued_bytes -= done;
-    if st.queue.is_empty() && st.queue.capacity() <= QUIET_QUEUE_ENTRIES {
-        // A quiet connection holds no queue while idle.
+    if st.queue.is_empty() && st.queue.capacity() <= QUIET_QUEUE_ENTRIES && !st.ticked {
+        // A connection that only got replies holds no queue while idle; one
+        // that gets ticks keeps it until `Outbox::trim_quiet`.
         st.queue = Vec::new();
     }
     if let Some(rest) = w.rest {
@@ -432,6 +436,8 @@ struct State {
     /// The reader handed the writer a frame (a Pong) that later frames must
     /// not overtake: no direct writes until the writer has taken it.
     ctl_hold: bool,
+    /// A tick was queued since the last [`Outbox::trim_quiet`].
+    ticked: bool,
 }
 
 /// One connection's queue of frames; shared by the engine (producer) and the
@@ -554,6 +560,7 @@ impl Outbox {
     }
 
     fn enqueue_tick(&self, st: &mut State, topic: u32, frame: Bytes) {
+        st.ticked = true;
         st.queued_bytes += wire_len(frame.len());
         if st.conflating {
             let at = st.queue.len();
@@ -775,6 +782,20 @@ impl Outbox {
         st.inflight_bytes += st.queued_bytes;
         st.queued_bytes = 0;
         Drain::Frames
+    }
+
+    /// Gives back an empty small queue that direct writes kept, once no tick
+    /// has been queued since the previous call: the writer calls it at each
+    /// heartbeat, so a connection whose ticks stopped holds no queue after at
+    /// most two heartbeat intervals.
+    pub fn trim_quiet(&self) {
+        let mut st = self.state.lock();
+        if !std::mem::take(&mut st.ticked)
+            && st.queue.is_empty()
+            && st.queue.capacity() <= QUIET_QUEUE_ENTRIES
+        {
+            st.queue = Vec::new();
+        }
     }
 
     /// The writer wrote `bytes` (as counted by [`wire_len`]) to the socket.
@@ -1189,6 +1210,14 @@ mod tests {
     fn a_quiet_connection_keeps_no_queue_after_a_direct_write_a_busy_one_does() {
         let (o, _sock) = with_sock(100_000);
         corked_ticks(&o, &[(1, "a"), (2, "b")]);
+        let cap = o.state.lock().queue.capacity();
+        assert!(
+            (1..=QUIET_QUEUE_ENTRIES).contains(&cap),
+            "ticks flowing: the small queue is kept ({cap})"
+        );
+        o.trim_quiet();
+        assert_eq!(o.state.lock().queue.capacity(), cap, "a tick since the last trim");
+        o.trim_quiet();
         assert_eq!(o.state.lock().queue.capacity(), 0, "quiet: given back");
         let many: Vec<(u32, &'static str)> = (0..20).map(|t| (t, "x")).collect();
         corked_ticks(&o, &many);
@@ -1198,6 +1227,29 @@ mod tests {
             st.queue.capacity() > QUIET_QUEUE_ENTRIES,
             "busy: kept for reuse"
         );
+    }
+
+    #[test]
+    fn ticks_to_an_idle_subscriber_reuse_one_queue_replies_alone_keep_none() {
+        let (o, sock) = with_sock(100_000);
+        corked_ticks(&o, &[(1, "a")]);
+        let cap = o.state.lock().queue.capacity();
+        assert!(cap > 0, "kept after the direct write");
+        for t in 0..10 {
+            corked_ticks(&o, &[(t, "b")]);
+            let st = o.state.lock();
+            assert!(st.queue.is_empty());
+            assert_eq!(st.queue.capacity(), cap, "no new queue per tick");
+        }
+        assert_eq!(sock.took.lock().len(), 11);
+        // A connection that only ever got replies gives its queue back at once.
+        let (o, sock) = with_sock(100_000);
+        o.set_writer_idle(true);
+        cork();
+        o.push_control(Bytes::from_static(b"r"));
+        uncork();
+        assert_eq!(*sock.took.lock(), b"r");
+        assert_eq!(o.state.lock().queue.capacity(), 0);
     }
 
     #[test]

@@ -399,6 +399,8 @@ pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: 
                     // Sent at the top of the loop, behind any rest of a frame.
                     next_ping = now + heartbeat(&gw);
                     ping_due = true;
+                    // A queue direct writes kept goes back once ticks stop.
+                    conn.outbox.trim_quiet();
                 }
                 // A max_hz gate's time is handled by `release_gates` at the top.
             }
