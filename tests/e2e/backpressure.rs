@@ -310,6 +310,35 @@ async fn max_hz_holds_for_a_websocket_publisher() {
     max_hz_case(true).await;
 }
 
+/// A tick waiting in a topic's max_hz gate is older than any tick sent
+/// after the topic stops being gated (a pattern without max_hz now matches
+/// it too): it must not be delivered after them ("always the newest value,
+/// never an old one").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_held_by_max_hz_never_follows_a_newer_one() {
+    let srv = TestServer::start().await;
+    let topic = Topic::parse("hz.old").unwrap();
+    let publish = |n: u64| {
+        srv.engine()
+            .publish(&topic, format!(r#"{{"n":{n}}}"#).as_bytes())
+            .unwrap();
+    };
+    let mut c = srv.client().await;
+    c.subscribe(json!({"op":"subscribe","topics":["hz.old"],"max_hz":1,"snapshot":false}))
+        .await;
+    publish(1);
+    publish(2);
+    assert_eq!(c.expect_type("tick").await["seq"], 1, "2 waits in the gate");
+    c.subscribe(json!({"op":"subscribe","topics":["hz.*"],"snapshot":false}))
+        .await;
+    publish(3);
+    assert_eq!(c.expect_type("tick").await["seq"], 3);
+    // The gate's time (1 s) comes and goes: nothing older may follow.
+    if let Some(v) = c.recv_within(Duration::from_millis(1500)).await {
+        panic!("after seq 3: {v}");
+    }
+}
+
 async fn max_hz_case(ws_publisher: bool) {
     let srv = TestServer::start().await;
     let topic = Topic::parse("hz.t").unwrap();

@@ -1237,6 +1237,44 @@ mod tests {
         }
     }
 
+    /// A topic's max_hz gate holds tick 2; then a pattern without max_hz
+    /// makes the topic every-tick and tick 3 goes straight out. The held
+    /// tick 2 must never follow it: max_hz means "always the newest value,
+    /// never an old one" (PROTOCOL.md).
+    #[test]
+    fn a_tick_held_by_max_hz_never_comes_after_a_newer_one() {
+        let e = Engine::new(EngineConfig::default());
+        let o = conn(&e, 1);
+        let seqs = |o: &Outbox| -> Vec<u64> {
+            take(o)
+                .iter()
+                .filter_map(|f| {
+                    let at = f.find(r#""seq":"#)? + 6;
+                    let end = at + f[at..].find(',')?;
+                    f[at..end].parse().ok()
+                })
+                .collect()
+        };
+        let mut gated = req(&["fx.EUR"]);
+        gated.max_hz = Some(1.0);
+        gated.snapshot = false;
+        e.subscribe(ConnId(1), &gated, reply).unwrap();
+        e.publish(&t("fx.EUR"), br#"{"p":1}"#).unwrap();
+        e.publish(&t("fx.EUR"), br#"{"p":2}"#).unwrap();
+        assert_eq!(seqs(&o), [1], "2 waits in the gate");
+        let mut every = req(&["fx.*"]);
+        every.snapshot = false;
+        e.subscribe(ConnId(1), &every, reply).unwrap();
+        e.publish(&t("fx.EUR"), br#"{"p":3}"#).unwrap();
+        // The writer releases the gates when their time comes.
+        o.release_gates_at(Instant::now() + Duration::from_secs(2));
+        let got = seqs(&o);
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]) && got.last() == Some(&3),
+            "in seq order, ending on the newest: {got:?}"
+        );
+    }
+
     #[test]
     fn disconnect_removes_everything() {
         let e = Engine::new(EngineConfig::default());
