@@ -554,6 +554,14 @@ impl Outbox {
                 return self.wake(st);
             }
             gate.next_at = now + interval;
+        } else if !st.gates.is_empty()
+            && let Some(gate) = st.gates.remove(&topic.0)
+            && gate.pending.is_some()
+        {
+            // The topic is no longer gated (a pattern without max_hz matches
+            // it now): the frame its gate held is older than this one and
+            // must not be released after it.
+            self.stats.conflated.fetch_add(1, Ordering::Relaxed);
         }
         self.enqueue_tick(&mut st, topic.0, frame);
         self.after_push(st, now);
