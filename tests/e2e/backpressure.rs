@@ -168,6 +168,8 @@ async fn stuck_client_is_closed(many_topics: bool) {
         closed_after <= limit,
         "closed {closed_after:?} after going over the soft limit"
     );
+    // Counted once, as 4001, whether a Close frame or a reset ended it.
+    wait_metric(&srv, "tickwire_closes_total{code=\"4001\"}", 1.0, WAIT).await;
     assert_eq!(
         srv.metric("tickwire_closes_total{code=\"4001\"}").await,
         1.0
@@ -241,6 +243,12 @@ async fn stuck_client_is_closed_by_the_write_deadline() {
     )
     .await;
     assert!(started.elapsed() < WAIT);
+    // The socket is reset (a frame is cut), and the close is counted once.
+    wait_metric(&srv, "tickwire_closes_total{code=\"4001\"}", 1.0, WAIT).await;
+    assert_eq!(
+        srv.metric("tickwire_closes_total{code=\"4001\"}").await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,6 +457,8 @@ async fn a_websocket_publisher_reaches_healthy_and_stuck_subscribers() {
     )
     .await;
     assert!(srv.metric("tickwire_direct_writes_total").await > 0.0);
+    // Counted once, as 4001, whether a Close frame or a reset ended it.
+    wait_metric(&srv, "tickwire_closes_total{code=\"4001\"}", 1.0, WAIT).await;
     assert_eq!(
         srv.metric("tickwire_closes_total{code=\"4001\"}").await,
         1.0

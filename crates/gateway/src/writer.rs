@@ -152,7 +152,6 @@ async fn watch_write<F: Future<Output = std::io::Result<()>>>(
             r = &mut write => return written(r),
             _ = sleep_until(deadline) => {
                 tracing::info!(elapsed_ms = limit.as_millis() as u64, "write timeout");
-                gw.metrics.close(4001);
                 return Written::Slow("write_timeout");
             }
             _ = gw.shutdown.cancelled() => return Written::Shutdown,
@@ -162,7 +161,6 @@ async fn watch_write<F: Future<Output = std::io::Result<()>>>(
             }
         }
         if let Some(reason) = conn.outbox.slow_reason() {
-            gw.metrics.close(4001);
             return Written::Slow(reason_label(reason));
         }
     }
@@ -188,8 +186,11 @@ enum End {
     Close(u16, &'static str),
     /// Broker shutting down: `shutdown` message, then Close 1001.
     Shutdown,
-    /// The stream is unusable or the peer is gone: reset the socket.
-    Abort,
+    /// The stream is unusable or the peer is gone: reset the socket. The
+    /// code is what `tickwire_closes_total` counts it as: the close it stands
+    /// for (4001 for a slow consumer, the intended code for a close that a
+    /// cut frame turned into a reset), or 1006 when the peer vanished.
+    Abort(u16),
     /// The peer went away cleanly (EOF): just drop.
     Gone,
 }
@@ -276,9 +277,8 @@ pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: 
                 break End::Close(4001, "slow consumer");
             }
             Drain::Slow(reason) | Drain::SlowMidFrame(reason) => {
-                gw.metrics.close(4001);
                 slow_close(&gw, reason_label(reason));
-                break End::Abort;
+                break End::Abort(4001);
             }
             Drain::Frames => {
                 let mut frames = 0u64;
@@ -327,12 +327,12 @@ pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: 
             };
             match res {
                 Written::Done => {}
-                Written::Failed => break End::Abort,
+                Written::Failed => break End::Abort(1006),
                 Written::Slow(reason) => {
                     slow_close(&gw, reason);
-                    break End::Abort;
+                    break End::Abort(4001);
                 }
-                Written::Shutdown => break End::Abort,
+                Written::Shutdown => break End::Abort(1001),
             }
             gw.metrics.bytes_out.inc_by(buf.len() as u64);
             conn.outbox.written(counted);
@@ -408,7 +408,8 @@ pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: 
     };
     // A frame a direct write began and nobody finished: no Close can follow.
     let end = match end {
-        End::Close(..) | End::Shutdown if conn.outbox.close() => End::Abort,
+        End::Close(code, _) if conn.outbox.close() => End::Abort(code),
+        End::Shutdown if conn.outbox.close() => End::Abort(1001),
         end => {
             conn.outbox.close();
             end
@@ -430,7 +431,8 @@ async fn finish<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W, end: End) {
             gw.metrics.close(1006);
             return;
         }
-        End::Abort => {
+        End::Abort(code) => {
+            gw.metrics.close(code);
             w.reset();
             return;
         }
