@@ -56,9 +56,7 @@ fn subscribe(c: &mut Criterion) {
                 |(engine, outboxes)| {
                     for i in 0..n {
                         engine
-                            .subscribe(ConnId(i), &req, |_| {
-                                encode::subscribed(None, [TOPIC], None)
-                            })
+                            .subscribe(ConnId(i), &req, |_| encode::subscribed(None, [TOPIC], None))
                             .expect("connection is registered");
                     }
                     (engine, outboxes)

@@ -1224,7 +1224,11 @@ mod tests {
             "ticks flowing: the small queue is kept ({cap})"
         );
         o.trim_quiet();
-        assert_eq!(o.state.lock().queue.capacity(), cap, "a tick since the last trim");
+        assert_eq!(
+            o.state.lock().queue.capacity(),
+            cap,
+            "a tick since the last trim"
+        );
         o.trim_quiet();
         assert_eq!(o.state.lock().queue.capacity(), 0, "quiet: given back");
         let many: Vec<(u32, &'static str)> = (0..20).map(|t| (t, "x")).collect();
