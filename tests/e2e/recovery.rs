@@ -100,3 +100,80 @@ async fn up_to_date_client_recovers_with_nothing_to_replay() {
     assert_eq!(c.recv().await["recovered"], true);
     assert!(c.barrier("b").await.is_empty());
 }
+
+/// The frames up to a barrier, as (type, topic, seq).
+async fn frames(c: &mut tickwire_testkit::Client) -> Vec<(String, String, u64)> {
+    c.barrier("end")
+        .await
+        .iter()
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap_or("").to_owned(),
+                f["topic"].as_str().unwrap_or("").to_owned(),
+                f["seq"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replay_bigger_than_the_soft_limit_is_not_claimed_recovered() {
+    // Default limits: 1,000 missed ticks of about 470 bytes, all held in the
+    // history (1,024), are about 470 KB to replay: over the 256 KiB soft limit.
+    let srv = TestServer::start().await;
+    let topic = tickwire_proto::Topic::parse("a.b").unwrap();
+    let data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(400));
+    for _ in 0..1001 {
+        srv.engine().publish(&topic, data.as_bytes()).unwrap();
+    }
+    let epoch = srv.engine().epoch().to_owned();
+    let mut c = srv.client().await;
+    // The client saw seq 1 and missed 2..=1001.
+    c.send(json!({"op":"subscribe","topics":["a.b"],"epoch":epoch,"since":{"a.b":1}}))
+        .await;
+    let sub = c.expect_type("subscribed").await;
+    let got = frames(&mut c).await;
+    let seqs: Vec<u64> = got.iter().map(|f| f.2).collect();
+    assert_eq!(seqs.last(), Some(&1001), "ends on the newest");
+    if sub["recovered"] == true {
+        assert!(
+            seqs == (2..=1001).collect::<Vec<u64>>(),
+            "recovered:true, yet {} of the 1,000 missed ticks came (first seqs {:?})",
+            seqs.len(),
+            &seqs[..seqs.len().min(5)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_topic_born_while_away_is_not_claimed_recovered() {
+    let srv = TestServer::start().await;
+    let epoch = srv.engine().epoch().to_owned();
+    let mut c = srv.client().await;
+    c.subscribe(json!({"op":"subscribe","topics":["crypto.*"]}))
+        .await;
+    publish_http(srv.addr, "crypto.BTC-USD", json!({"n":1})).await;
+    assert_eq!(c.expect_type("tick").await["seq"], 1);
+    c.close().await;
+    // While away: crypto.ETH-USD appears and ticks three times.
+    for n in 1..=3 {
+        publish_http(srv.addr, "crypto.ETH-USD", json!({"n":n})).await;
+    }
+    let mut c = srv.client().await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["crypto.*"],"epoch":epoch,"since":{"crypto.BTC-USD":1}}))
+        .await;
+    let sub = c.expect_type("subscribed").await;
+    let got = frames(&mut c).await;
+    let eth: Vec<&(String, String, u64)> = got.iter().filter(|f| f.1 == "crypto.ETH-USD").collect();
+    assert_eq!(
+        eth.last().map(|f| f.2),
+        Some(3),
+        "ends on the newest: {got:?}"
+    );
+    if sub["recovered"] == true {
+        assert!(
+            eth.iter().all(|f| f.0 == "tick") && eth.len() == 3,
+            "recovered:true, yet the client missed ETH-USD ticks: {got:?}"
+        );
+    }
+}

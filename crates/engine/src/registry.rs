@@ -1426,4 +1426,99 @@ mod tests {
         assert_eq!(got.len(), 2, "only nodeA2's seq 2: {got:?}");
         assert!(got[1].contains(r#""seq":2,"ts":8"#));
     }
+
+    #[test]
+    fn a_replay_too_big_for_the_soft_limit_is_not_reported_recovered() {
+        // Defaults but for the outbox's soft limit: 100 replayed ticks of
+        // about 100 bytes do not fit under 4 KiB, so the outbox conflates
+        // while the subscribe holds its writer back.
+        let e = Engine::new(EngineConfig {
+            outbox: OutboxConfig {
+                soft_limit_bytes: 4096,
+                ..OutboxConfig::default()
+            },
+            ..EngineConfig::default()
+        });
+        let data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(40));
+        for _ in 0..100 {
+            e.publish(&t("r"), data.as_bytes()).unwrap();
+        }
+        let o = conn(&e, 1);
+        let mut r = req(&["r"]);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = vec![(t("r"), 0)];
+        e.subscribe(ConnId(1), &r, reply).unwrap();
+        let got = take(&o);
+        let ticks = got
+            .iter()
+            .filter(|f| f.contains(r#""type":"tick""#))
+            .count();
+        assert!(
+            got[0] == "subscribed Some(false)" || ticks == 100,
+            "{} said while only {ticks} of the 100 missed ticks were queued",
+            got[0]
+        );
+        assert!(
+            got.last().unwrap().contains(r#""seq":100,"#),
+            "ends on the newest"
+        );
+    }
+
+    #[test]
+    fn an_older_tick_of_another_epoch_never_replaces_a_newer_value() {
+        // Publisher failover: node B's last tick (queued on B, still draining
+        // to NATS) reaches this node after node A took the topic over.
+        let e = Engine::new(EngineConfig {
+            frames_carry_epoch: true,
+            ..EngineConfig::default()
+        });
+        for seq in 1..=9 {
+            e.apply_remote(&t("f"), "nodeB", seq, 1000 + seq, br#"{"p":"b"}"#)
+                .unwrap();
+        }
+        e.apply_remote(&t("f"), "nodeA", 10, 2000, br#"{"p":"a10"}"#)
+            .unwrap();
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &req(&["f"]), reply).unwrap();
+        take(&o);
+        // B's seq 10, accepted on B before A's seq 10: older than what is held.
+        e.apply_remote(&t("f"), "nodeB", 10, 1010, br#"{"p":"b10"}"#)
+            .unwrap();
+        let s = e.snapshot(&[t("f")]);
+        assert_eq!(
+            (&*s[0].epoch, s[0].ts, &s[0].data[..]),
+            ("nodeA", 2000, &br#"{"p":"a10"}"#[..]),
+            "the last value went back to an older tick"
+        );
+        assert!(
+            take(&o).is_empty(),
+            "an older price was delivered after a newer one"
+        );
+    }
+
+    #[test]
+    fn an_epoch_never_reuses_a_seq_for_another_tick() {
+        // This node published seq 1..=3; a restarted peer (new epoch, seqs
+        // from 1) published the topic once; this node publishes again.
+        let e = Engine::new(EngineConfig::default());
+        for n in 1..=3 {
+            e.publish(&t("s"), format!(r#"{{"n":{n}}}"#).as_bytes())
+                .unwrap();
+        }
+        e.apply_remote(&t("s"), "peer2", 1, 1, br#"{"n":"peer"}"#)
+            .unwrap();
+        let p = e.publish(&t("s"), br#"{"n":"new"}"#).unwrap();
+        // A client that saw the old seq 2 of this epoch and nothing since.
+        let o = conn(&e, 1);
+        let mut r = req(&["s"]);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = vec![(t("s"), 2)];
+        e.subscribe(ConnId(1), &r, reply).unwrap();
+        let got = take(&o);
+        assert!(
+            got[0] == "subscribed Some(false)" || got.last().unwrap().contains(r#""n":"new""#),
+            "recovered without the newest value: {got:?}"
+        );
+        assert!(p.seq > 3, "seq {} of this epoch was given out twice", p.seq);
+    }
 }
