@@ -1521,4 +1521,37 @@ mod tests {
         );
         assert!(p.seq > 3, "seq {} of this epoch was given out twice", p.seq);
     }
+
+    #[test]
+    fn a_replay_conflated_by_the_frames_queued_after_it_is_not_reported_recovered() {
+        let e = Engine::new(EngineConfig {
+            outbox: OutboxConfig {
+                soft_limit_bytes: 4096,
+                ..OutboxConfig::default()
+            },
+            ..EngineConfig::default()
+        });
+        let data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(40));
+        // r1's replay fits under the soft limit; r2's snapshot then passes it.
+        for _ in 0..30 {
+            e.publish(&t("r1"), data.as_bytes()).unwrap();
+        }
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
+        e.publish(&t("r2"), big.as_bytes()).unwrap();
+        let o = conn(&e, 1);
+        let mut r = req(&["r1", "r2"]);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = vec![(t("r1"), 0)];
+        e.subscribe(ConnId(1), &r, reply).unwrap();
+        let got = take(&o);
+        let ticks = got
+            .iter()
+            .filter(|f| f.contains(r#""type":"tick","topic":"r1""#))
+            .count();
+        assert!(
+            got[0] == "subscribed Some(false)" || ticks == 30,
+            "{} said while only {ticks} of r1's 30 missed ticks were queued",
+            got[0]
+        );
+    }
 }
