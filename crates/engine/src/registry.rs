@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tickwire_proto::{Pattern, Topic, encode};
 
 use crate::idhash::IdMap;
-use crate::outbox::{Outbox, OutboxConfig};
+use crate::outbox::{Outbox, OutboxConfig, wire_len};
 use crate::stats::EngineStats;
 use crate::vecmap::VecMap;
 use crate::{ConnId, TopicId};
@@ -681,7 +681,7 @@ impl Engine {
         &self,
         conn: ConnId,
         req: &SubscribeRequest,
-        reply: impl FnOnce(Option<bool>) -> Bytes,
+        reply: impl Fn(Option<bool>) -> Bytes,
     ) -> Result<(), SubscribeError> {
         let mut guard = self.reg.write();
         let reg = &mut *guard;
@@ -747,6 +747,7 @@ impl Engine {
         cs.topics.add_counts(counted, add_refs);
         let asked_recovery = req.epoch.is_some() || !req.epochs.is_empty() || !req.since.is_empty();
         let mut recovered = true;
+        let mut replayed = false;
         let now = Instant::now();
         for id in matched {
             let slot = &reg.slots[id.0 as usize];
@@ -771,7 +772,21 @@ impl Engine {
                     .or(req.epoch.as_deref());
                 let epoch_ok = want == Some(&*s.epoch);
                 let oldest = s.history.front().map_or(s.seq + 1, |(q, _)| *q);
-                if epoch_ok && since <= s.seq && since + 1 >= oldest {
+                // The replay is queued at once while the writer is held back:
+                // past the soft limit the outbox would conflate it, dropping
+                // missed ticks from a reply that says `recovered: true`.
+                let fits = || {
+                    let bytes: usize = s
+                        .history
+                        .iter()
+                        .filter(|(q, _)| *q > since)
+                        .map(|(_, f)| wire_len(f.len()))
+                        .sum();
+                    !cs.outbox.is_conflating()
+                        && cs.outbox.buffered() + bytes <= self.cfg.outbox.soft_limit_bytes
+                };
+                if epoch_ok && since <= s.seq && since + 1 >= oldest && fits() {
+                    replayed |= since < s.seq;
                     let mut n = 0;
                     for (q, f) in &s.history {
                         if *q > since {
@@ -812,7 +827,16 @@ impl Engine {
         }
         cs.patterns.trim();
         cs.topics.trim();
-        let frame = reply(asked_recovery.then_some(recovered));
+        let mut frame = reply(asked_recovery.then_some(recovered));
+        // Replayed ticks still pending are conflated if the outbox is (or the
+        // reply puts it) over the soft limit: then not every missed tick comes.
+        if recovered
+            && replayed
+            && (cs.outbox.is_conflating()
+                || cs.outbox.buffered() + wire_len(frame.len()) > self.cfg.outbox.soft_limit_bytes)
+        {
+            frame = reply(Some(false));
+        }
         cs.outbox.fill_reserved(reserved, frame);
         Ok(())
     }
