@@ -351,4 +351,29 @@ mod tests {
         v[0] = 9;
         assert_eq!(read_chunk(&v).unwrap_err(), ChunkError::Version(9));
     }
+
+    #[test]
+    fn a_node_cut_off_while_its_topic_moved_takes_the_newer_value() {
+        // While this node was away from NATS the topic's publisher moved from
+        // node A to node C; C's value is newer (later ts, seq going on).
+        let peer = engine();
+        peer.apply_remote(&t("m"), "nodeA", 10, 1_000, br#"{"p":10}"#)
+            .unwrap();
+        peer.apply_remote(&t("m"), "nodeC", 11, 5_000, br#"{"p":11}"#)
+            .unwrap();
+        let me = engine();
+        me.apply_remote(&t("m"), "nodeA", 10, 1_000, br#"{"p":10}"#)
+            .unwrap();
+        let chunks = state_chunks(&peer, "p");
+        let (_, _, records) = read_chunk(&chunks[0]).unwrap();
+        for (topic, h, d) in &records {
+            apply_record(&me, topic, h, d);
+        }
+        let s = me.snapshot(&[t("m")]);
+        assert_eq!(
+            (&*s[0].epoch, s[0].seq, &s[0].data[..]),
+            ("nodeC", 11, &br#"{"p":11}"#[..]),
+            "the node kept serving the value from before it was cut off"
+        );
+    }
 }
