@@ -13,8 +13,9 @@
 //! ```
 //!
 //! A record is applied only where it adds something: a topic this node does
-//! not know, or a newer seq in the epoch this node has for it. It never
-//! overrides a topic this node publishes or has moved on.
+//! not know, a newer seq in the epoch this node has for it, or a later value
+//! (by `ts`) in another peer's epoch (the publisher moved while this node was
+//! away). It never overrides a topic this node publishes or a later value.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -141,7 +142,11 @@ pub fn apply_record(engine: &Engine, topic: &Topic, h: &wire::Header<'_>, data: 
     let known = engine.snapshot(std::slice::from_ref(topic));
     let wanted = match known.first() {
         None => true,
-        Some(s) => *s.epoch == *h.epoch && h.seq > s.seq,
+        Some(s) if *s.epoch == *h.epoch => h.seq > s.seq,
+        // The topic moved to another node's epoch while this node was away:
+        // take the peer's value when it is the later one (never over a topic
+        // this node publishes).
+        Some(s) => *s.epoch != *engine.epoch() && h.ts > s.ts,
     };
     wanted
         && engine
