@@ -167,6 +167,9 @@ struct SlotInner {
     /// When this node last accepted a tick for the topic, and when a peer did (ms).
     last_local_ms: u64,
     last_remote_ms: u64,
+    /// The highest seq this node gave in its own epoch: a takeover goes on
+    /// from it, so its epoch never names two ticks with one seq.
+    own_seq: u64,
     seq: u64,
     last: Option<Last>,
     /// (seq, tick frame), oldest first; at most `history_per_topic`.
@@ -187,6 +190,7 @@ impl SlotInner {
             epoch,
             last_local_ms: 0,
             last_remote_ms: 0,
+            own_seq: 0,
             seq: 0,
             last: None,
             history: VecDeque::new(),
@@ -601,10 +605,17 @@ impl Engine {
                 tracing::warn!(topic = %slot.topic, ours = %self.epoch, theirs = %s.epoch, "two nodes publish this topic at once");
             }
             s.epoch = self.epoch.clone();
+            if s.seq < s.own_seq {
+                // A peer's epoch with lower seqs (a restarted peer) came in
+                // between: go on from this epoch's own, after a hole.
+                s.seq = s.own_seq;
+                s.history.clear();
+            }
         }
         s.last_local_ms = ts;
         s.seq += 1;
         let seq = s.seq;
+        s.own_seq = seq;
         self.fan_out(slot, &mut s, seq, ts, data);
         if let Some(r) = self.replicator.get() {
             r(&Replicated {
