@@ -529,6 +529,11 @@ impl Engine {
             } else {
                 RemoteOutcome::Applied
             }
+        } else if seq <= s.seq && s.last.as_ref().is_some_and(|l| ts < l.ts) {
+            // Older by seq and by time than the value held: a late tick of the
+            // node the topic moved from. It must not replace the newer value.
+            self.stats.remote_duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(RemoteOutcome::Duplicate);
         } else {
             let now = tickwire_proto::now_ms();
             let conflict =
@@ -1540,7 +1545,8 @@ mod tests {
             e.publish(&t("s"), format!(r#"{{"n":{n}}}"#).as_bytes())
                 .unwrap();
         }
-        e.apply_remote(&t("s"), "peer2", 1, 1, br#"{"n":"peer"}"#)
+        let later = tickwire_proto::now_ms() + 1_000;
+        e.apply_remote(&t("s"), "peer2", 1, later, br#"{"n":"peer"}"#)
             .unwrap();
         let p = e.publish(&t("s"), br#"{"n":"new"}"#).unwrap();
         // A client that saw the old seq 2 of this epoch and nothing since.
