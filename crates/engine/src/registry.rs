@@ -773,11 +773,16 @@ impl Engine {
             if let Some(r) = cs.topics.get_mut(&id) {
                 r.pos = s.add_sub(r.pos, conn, &cs.outbox, interval);
             }
+            // In a recovery, a matched topic not named in `since` is one the
+            // client saw nothing of (it was born while the client was away, or
+            // never had a value): it is recovered only by replaying it from
+            // seq 1, else it gets a snapshot and the reply says false.
             let since = req
                 .since
                 .iter()
                 .find(|(t, _)| t.as_str() == topic)
-                .map(|(_, seq)| *seq);
+                .map(|(_, seq)| *seq)
+                .or(asked_recovery.then_some(0));
             let mut send_snapshot = req.snapshot;
             if let Some(since) = since {
                 let want = req
@@ -1502,6 +1507,46 @@ mod tests {
             got.last().unwrap().contains(r#""seq":100,"#),
             "ends on the newest"
         );
+    }
+
+    #[test]
+    fn a_topic_not_named_in_since_is_replayed_from_seq_1_or_not_recovered() {
+        let e = Engine::new(EngineConfig {
+            history_per_topic: 4,
+            ..EngineConfig::default()
+        });
+        e.publish(&t("c.a"), br#"{"n":1}"#).unwrap();
+        for n in 1..=3 {
+            e.publish(&t("c.b"), format!(r#"{{"n":{n}}}"#).as_bytes())
+                .unwrap();
+        }
+        for n in 1..=6 {
+            e.publish(&t("c.x"), format!(r#"{{"n":{n}}}"#).as_bytes())
+                .unwrap();
+        }
+        let mut r = req(&["c.a", "c.b"]);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = vec![(t("c.a"), 1)];
+        // c.b was born while away: its whole history is held, so it is
+        // replayed from seq 1 and the reply may say true.
+        let o = conn(&e, 1);
+        e.subscribe(ConnId(1), &r, reply).unwrap();
+        let got = take(&o);
+        assert_eq!(got[0], "subscribed Some(true)", "{got:?}");
+        let b: Vec<&String> = got.iter().filter(|f| f.contains("c.b")).collect();
+        assert_eq!(b.len(), 3, "{got:?}");
+        assert!(b.iter().all(|f| f.contains(r#""type":"tick""#)), "{got:?}");
+        // c.x's seq 1 and 2 are gone from its history of 4: a snapshot, false.
+        let mut r = req(&["c.a", "c.x"]);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = vec![(t("c.a"), 1)];
+        let o = conn(&e, 2);
+        e.subscribe(ConnId(2), &r, reply).unwrap();
+        let got = take(&o);
+        assert_eq!(got[0], "subscribed Some(false)", "{got:?}");
+        let x: Vec<&String> = got.iter().filter(|f| f.contains("c.x")).collect();
+        assert_eq!(x.len(), 1, "{got:?}");
+        assert!(x[0].contains(r#""type":"snapshot""#) && x[0].contains(r#""seq":6,"#));
     }
 
     #[test]
