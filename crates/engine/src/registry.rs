@@ -1472,11 +1472,8 @@ mod tests {
         assert!(got[1].contains(r#""seq":2,"ts":8"#));
     }
 
-    #[test]
-    fn a_replay_too_big_for_the_soft_limit_is_not_reported_recovered() {
-        // Defaults but for the outbox's soft limit: 100 replayed ticks of
-        // about 100 bytes do not fit under 4 KiB, so the outbox conflates
-        // while the subscribe holds its writer back.
+    /// An engine with a 4 KiB soft limit, and a tick's data of about 50 bytes.
+    fn soft_limit_4k() -> (Engine, String) {
         let e = Engine::new(EngineConfig {
             outbox: OutboxConfig {
                 soft_limit_bytes: 4096,
@@ -1484,14 +1481,28 @@ mod tests {
             },
             ..EngineConfig::default()
         });
-        let data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(40));
+        (e, format!(r#"{{"pad":"{}"}}"#, "x".repeat(40)))
+    }
+
+    /// A recovery of `p` from this broker's epoch, having seen `since`.
+    fn recovering(e: &Engine, p: &[&str], since: &[(&str, u64)]) -> SubscribeRequest {
+        let mut r = req(p);
+        r.epoch = Some(e.epoch().to_owned());
+        r.since = since.iter().map(|(n, q)| (t(n), *q)).collect();
+        r
+    }
+
+    #[test]
+    fn a_replay_too_big_for_the_soft_limit_is_not_reported_recovered() {
+        // Defaults but for the outbox's soft limit: 100 replayed ticks of
+        // about 100 bytes do not fit under 4 KiB, so the outbox conflates
+        // while the subscribe holds its writer back.
+        let (e, data) = soft_limit_4k();
         for _ in 0..100 {
             e.publish(&t("r"), data.as_bytes()).unwrap();
         }
         let o = conn(&e, 1);
-        let mut r = req(&["r"]);
-        r.epoch = Some(e.epoch().to_owned());
-        r.since = vec![(t("r"), 0)];
+        let r = recovering(&e, &["r"], &[("r", 0)]);
         e.subscribe(ConnId(1), &r, reply).unwrap();
         let got = take(&o);
         let ticks = got
@@ -1524,28 +1535,25 @@ mod tests {
             e.publish(&t("c.x"), format!(r#"{{"n":{n}}}"#).as_bytes())
                 .unwrap();
         }
-        let mut r = req(&["c.a", "c.b"]);
-        r.epoch = Some(e.epoch().to_owned());
-        r.since = vec![(t("c.a"), 1)];
+        // Reconnects naming only c.a in `since`: the reply, then `other`'s frames.
+        let recover = |id: u64, other: &str| {
+            let r = recovering(&e, &["c.a", other], &[("c.a", 1)]);
+            let o = conn(&e, id);
+            e.subscribe(ConnId(id), &r, reply).unwrap();
+            let got = take(&o);
+            let others: Vec<String> = got.iter().filter(|f| f.contains(other)).cloned().collect();
+            (got[0].clone(), others)
+        };
         // c.b was born while away: its whole history is held, so it is
         // replayed from seq 1 and the reply may say true.
-        let o = conn(&e, 1);
-        e.subscribe(ConnId(1), &r, reply).unwrap();
-        let got = take(&o);
-        assert_eq!(got[0], "subscribed Some(true)", "{got:?}");
-        let b: Vec<&String> = got.iter().filter(|f| f.contains("c.b")).collect();
-        assert_eq!(b.len(), 3, "{got:?}");
-        assert!(b.iter().all(|f| f.contains(r#""type":"tick""#)), "{got:?}");
+        let (said, b) = recover(1, "c.b");
+        assert_eq!(said, "subscribed Some(true)", "{b:?}");
+        assert_eq!(b.len(), 3, "{b:?}");
+        assert!(b.iter().all(|f| f.contains(r#""type":"tick""#)), "{b:?}");
         // c.x's seq 1 and 2 are gone from its history of 4: a snapshot, false.
-        let mut r = req(&["c.a", "c.x"]);
-        r.epoch = Some(e.epoch().to_owned());
-        r.since = vec![(t("c.a"), 1)];
-        let o = conn(&e, 2);
-        e.subscribe(ConnId(2), &r, reply).unwrap();
-        let got = take(&o);
-        assert_eq!(got[0], "subscribed Some(false)", "{got:?}");
-        let x: Vec<&String> = got.iter().filter(|f| f.contains("c.x")).collect();
-        assert_eq!(x.len(), 1, "{got:?}");
+        let (said, x) = recover(2, "c.x");
+        assert_eq!(said, "subscribed Some(false)", "{x:?}");
+        assert_eq!(x.len(), 1, "{x:?}");
         assert!(x[0].contains(r#""type":"snapshot""#) && x[0].contains(r#""seq":6,"#));
     }
 
@@ -1596,9 +1604,7 @@ mod tests {
         let p = e.publish(&t("s"), br#"{"n":"new"}"#).unwrap();
         // A client that saw the old seq 2 of this epoch and nothing since.
         let o = conn(&e, 1);
-        let mut r = req(&["s"]);
-        r.epoch = Some(e.epoch().to_owned());
-        r.since = vec![(t("s"), 2)];
+        let r = recovering(&e, &["s"], &[("s", 2)]);
         e.subscribe(ConnId(1), &r, reply).unwrap();
         let got = take(&o);
         assert!(
@@ -1610,14 +1616,7 @@ mod tests {
 
     #[test]
     fn a_replay_conflated_by_the_frames_queued_after_it_is_not_reported_recovered() {
-        let e = Engine::new(EngineConfig {
-            outbox: OutboxConfig {
-                soft_limit_bytes: 4096,
-                ..OutboxConfig::default()
-            },
-            ..EngineConfig::default()
-        });
-        let data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(40));
+        let (e, data) = soft_limit_4k();
         // r1's replay fits under the soft limit; r2's snapshot then passes it.
         for _ in 0..30 {
             e.publish(&t("r1"), data.as_bytes()).unwrap();
@@ -1625,9 +1624,7 @@ mod tests {
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
         e.publish(&t("r2"), big.as_bytes()).unwrap();
         let o = conn(&e, 1);
-        let mut r = req(&["r1", "r2"]);
-        r.epoch = Some(e.epoch().to_owned());
-        r.since = vec![(t("r1"), 0)];
+        let r = recovering(&e, &["r1", "r2"], &[("r1", 0)]);
         e.subscribe(ConnId(1), &r, reply).unwrap();
         let got = take(&o);
         let ticks = got
