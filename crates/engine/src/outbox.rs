@@ -12,7 +12,7 @@
 //!   the outbox is marked slow, dropped, and the writer closes with 4001.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,9 @@ use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::TopicId;
 use crate::idhash::IdMap;
 use crate::stats::EngineStats;
+use crate::{ConnId, TopicId};
 
 /// Limits of one connection's buffered amount.
 #[derive(Debug, Clone, Copy)]
@@ -451,9 +451,24 @@ pub struct Outbox {
     waker: AtomicWaker,
     /// Itself, for the cork list.
     me: Weak<Outbox>,
-    cfg: OutboxConfig,
-    stats: Arc<EngineStats>,
+    /// The connection it belongs to ([`NO_CONN`] until
+    /// [`crate::Engine::connect`] names it): a topic's subscriber list holds
+    /// only outboxes, and finds a connection's entry in the registry by it.
+    conn: AtomicU64,
+    /// Limits and counters, one copy per engine: every connection lives
+    /// as long as its outbox, so each byte here is a byte per connection.
+    shared: Arc<Shared>,
 }
+
+/// What the outboxes of one engine share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: OutboxConfig,
+    pub(crate) stats: Arc<EngineStats>,
+}
+
+/// [`Outbox::conn`] of an outbox no engine has registered.
+const NO_CONN: u64 = u64::MAX;
 
 /// What a writer took from the outbox.
 #[derive(Debug, PartialEq, Eq)]
@@ -469,14 +484,30 @@ pub enum Drain {
 
 impl Outbox {
     pub fn new(cfg: OutboxConfig, stats: Arc<EngineStats>) -> Arc<Outbox> {
+        Outbox::with_shared(Arc::new(Shared { cfg, stats }))
+    }
+
+    pub(crate) fn with_shared(shared: Arc<Shared>) -> Arc<Outbox> {
         Arc::new_cyclic(|me| Outbox {
             state: Mutex::new(State::default()),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             me: me.clone(),
-            cfg,
-            stats,
+            conn: AtomicU64::new(NO_CONN),
+            shared,
         })
+    }
+
+    /// The connection this outbox was registered for (`None` before).
+    pub fn conn(&self) -> Option<ConnId> {
+        match self.conn.load(Ordering::Relaxed) {
+            NO_CONN => None,
+            id => Some(ConnId(id)),
+        }
+    }
+
+    pub(crate) fn set_conn(&self, conn: ConnId) {
+        self.conn.store(conn.0, Ordering::Relaxed);
     }
 
     /// Waits until there may be something to drain.
@@ -548,7 +579,7 @@ impl Outbox {
             gate.interval = interval;
             if now < gate.next_at || gate.pending.is_some() {
                 if gate.pending.replace(frame).is_some() {
-                    self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.conflated.fetch_add(1, Ordering::Relaxed);
                 }
                 // The writer wakes at the gate's time: wake it so it re-arms its timer.
                 return self.wake(st);
@@ -561,7 +592,7 @@ impl Outbox {
             // The topic is no longer gated (a pattern without max_hz matches
             // it now): the frame its gate held is older than this one and
             // must not be released after it.
-            self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.conflated.fetch_add(1, Ordering::Relaxed);
         }
         self.enqueue_tick(&mut st, topic.0, frame);
         self.after_push(st, now);
@@ -576,7 +607,7 @@ impl Outbox {
                 let old = std::mem::take(&mut st.queue[old].frame);
                 st.queued_bytes -= wire_len(old.len());
                 st.tombstones += 1;
-                self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.conflated.fetch_add(1, Ordering::Relaxed);
             }
         }
         st.queue.push(Entry { topic, frame });
@@ -692,9 +723,9 @@ impl Outbox {
     fn check_limits(&self, st: &mut State, now: impl FnOnce() -> Instant, progressed: bool) {
         let buffered = st.queued_bytes + st.inflight_bytes;
         st.max_buffered = st.max_buffered.max(buffered);
-        if buffered > self.cfg.hard_limit_bytes {
+        if buffered > self.shared.cfg.hard_limit_bytes {
             self.mark_slow(st, SlowReason::HardLimit);
-        } else if buffered > self.cfg.soft_limit_bytes {
+        } else if buffered > self.shared.cfg.soft_limit_bytes {
             if !st.conflating {
                 st.conflating = true;
                 self.conflate_queue(st);
@@ -708,7 +739,9 @@ impl Outbox {
                     st.woken = false;
                 }
                 Some(since) => {
-                    if now.duration_since(since) > Duration::from_millis(self.cfg.slow_timeout_ms) {
+                    if now.duration_since(since)
+                        > Duration::from_millis(self.shared.cfg.slow_timeout_ms)
+                    {
                         self.mark_slow(st, SlowReason::SoftTimeout);
                     }
                 }
@@ -719,7 +752,7 @@ impl Outbox {
             // amount down to half the soft limit (`progressed`: called after a
             // write), not as soon as conflation itself shrank the queue, which
             // would flap between the two modes.
-            if progressed && st.conflating && buffered <= self.cfg.soft_limit_bytes / 2 {
+            if progressed && st.conflating && buffered <= self.shared.cfg.soft_limit_bytes / 2 {
                 st.conflating = false;
                 st.latest.clear();
             }
@@ -759,7 +792,10 @@ impl Outbox {
                 dropped += 1;
             }
         }
-        self.stats.conflated.fetch_add(dropped, Ordering::Relaxed);
+        self.shared
+            .stats
+            .conflated
+            .fetch_add(dropped, Ordering::Relaxed);
         if st.held == 0 {
             compact(st);
         }
@@ -861,8 +897,9 @@ impl Outbox {
     /// checks then even if nothing more is pushed.
     pub fn slow_deadline(&self) -> Option<Instant> {
         let st = self.state.lock();
-        st.over_soft_since
-            .map(|s| s + Duration::from_millis(self.cfg.slow_timeout_ms) + Duration::from_millis(1))
+        st.over_soft_since.map(|s| {
+            s + Duration::from_millis(self.shared.cfg.slow_timeout_ms) + Duration::from_millis(1)
+        })
     }
 
     /// Re-evaluates the limits at `now` (the slow-consumer clock), waking the writer if slow.
@@ -1008,7 +1045,7 @@ mod tests {
         }
         let got = frames(&o);
         assert_eq!(got, vec!["ctl", "t0-0198", "t1-0199"]);
-        assert!(o.stats.conflated.load(Ordering::Relaxed) >= 190);
+        assert!(o.shared.stats.conflated.load(Ordering::Relaxed) >= 190);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -19,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use tickwire_proto::{Pattern, Topic, encode};
 
 use crate::idhash::IdMap;
-use crate::outbox::{Outbox, OutboxConfig, wire_len};
+use crate::outbox::{self, Outbox, OutboxConfig, wire_len};
 use crate::stats::EngineStats;
 use crate::vecmap::VecMap;
 use crate::{ConnId, TopicId};
@@ -144,11 +145,43 @@ pub struct TopicSnapshot {
     pub data: Bytes,
 }
 
+/// One subscriber of a topic: 16 bytes, as a topic with 1,000 subscribers
+/// holds 1,000 of these. The connection is known by its outbox
+/// ([`Outbox::conn`]), and `max_hz`'s interval is kept in nanoseconds.
 #[derive(Debug)]
 struct Sub {
-    conn: ConnId,
     outbox: Arc<Outbox>,
-    interval: Option<Duration>,
+    interval_ns: Option<NonZeroU64>,
+}
+
+impl Sub {
+    fn new(outbox: &Arc<Outbox>, interval: Option<Duration>) -> Sub {
+        Sub {
+            outbox: outbox.clone(),
+            interval_ns: interval_ns(interval),
+        }
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval_ns.map(|n| Duration::from_nanos(n.get()))
+    }
+
+    fn conn(&self) -> ConnId {
+        self.outbox.conn().unwrap_or(ConnId(u64::MAX))
+    }
+}
+
+// Each subscription holds one; each connection one outbox (in an `Arc`,
+// whose 16 bytes of counts bring it to 248, inside the allocator's 256-byte
+// class). Measured per connection in docs/performance.md.
+const _: () = assert!(std::mem::size_of::<Sub>() <= 16);
+const _: () = assert!(std::mem::size_of::<Outbox>() <= 240);
+
+/// An interval as kept in [`Sub`]: at least 1 ns, at most 584 years.
+fn interval_ns(interval: Option<Duration>) -> Option<NonZeroU64> {
+    interval.map(|d| {
+        NonZeroU64::new(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(NonZeroU64::MIN)
+    })
 }
 
 #[derive(Debug)]
@@ -262,6 +295,8 @@ pub struct Engine {
     epoch: Arc<str>,
     reg: RwLock<Registry>,
     stats: Arc<EngineStats>,
+    /// The outboxes' limits and counters, shared by all of them.
+    outboxes: Arc<outbox::Shared>,
     replicator: OnceLock<Replicator>,
     /// Rate limit of the "ticks from a peer were lost" warning (ms).
     last_gap_log_ms: std::sync::atomic::AtomicU64,
@@ -326,53 +361,45 @@ impl SlotInner {
     /// A connection not yet placed is not searched for: subscribing N
     /// connections to one topic would be O(N^2). Debug builds (the tests)
     /// check that it is indeed absent.
-    fn find_sub(&self, pos: u32, conn: ConnId) -> Option<usize> {
+    fn find_sub(&self, pos: u32, outbox: &Arc<Outbox>) -> Option<usize> {
+        let is = |s: &Sub| Arc::ptr_eq(&s.outbox, outbox);
         if pos == NOT_PLACED {
             debug_assert!(
-                !self.subs.iter().any(|s| s.conn == conn),
+                !self.subs.iter().any(is),
                 "a subscriber not placed is in the list"
             );
             return None;
         }
         let at = pos as usize;
-        if self.subs.get(at).is_some_and(|s| s.conn == conn) {
+        if self.subs.get(at).is_some_and(is) {
             return Some(at);
         }
         // Only a bug gets here; the tests would catch it.
         debug_assert!(
-            self.subs.get(at).is_some_and(|s| s.conn == conn),
+            self.subs.get(at).is_some_and(is),
             "subscriber position out of step"
         );
-        self.subs.iter().position(|s| s.conn == conn)
+        self.subs.iter().position(is)
     }
 
     /// Adds `conn` (whose position is `pos`) or updates its interval;
     /// returns its position.
-    fn add_sub(
-        &mut self,
-        pos: u32,
-        conn: ConnId,
-        outbox: &Arc<Outbox>,
-        interval: Option<Duration>,
-    ) -> u32 {
-        if let Some(i) = self.find_sub(pos, conn) {
-            self.subs[i].interval = interval;
+    fn add_sub(&mut self, pos: u32, outbox: &Arc<Outbox>, interval: Option<Duration>) -> u32 {
+        if let Some(i) = self.find_sub(pos, outbox) {
+            self.subs[i].interval_ns = interval_ns(interval);
             return i as u32;
         }
-        self.subs.push(Sub {
-            conn,
-            outbox: outbox.clone(),
-            interval,
-        });
+        self.subs.push(Sub::new(outbox, interval));
         (self.subs.len() - 1) as u32
     }
 
-    /// Removes `conn` (at `pos`); the subscriber moved into its place, if
-    /// any, and that place, for the caller to record in its connection.
-    fn remove_sub(&mut self, pos: u32, conn: ConnId) -> Option<(ConnId, u32)> {
-        let i = self.find_sub(pos, conn)?;
+    /// Removes the connection of `outbox` (at `pos`); the subscriber moved
+    /// into its place, if any, and that place, for the caller to record in
+    /// its connection.
+    fn remove_sub(&mut self, pos: u32, outbox: &Arc<Outbox>) -> Option<(ConnId, u32)> {
+        let i = self.find_sub(pos, outbox)?;
         self.subs.swap_remove(i);
-        self.subs.get(i).map(|moved| (moved.conn, i as u32))
+        self.subs.get(i).map(|moved| (moved.conn(), i as u32))
     }
 
     fn snapshot_frame(&self, topic: &str, with_epoch: bool) -> Option<Bytes> {
@@ -389,11 +416,16 @@ impl SlotInner {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
+        let stats = Arc::new(EngineStats::default());
         Engine {
+            outboxes: Arc::new(outbox::Shared {
+                cfg: cfg.outbox,
+                stats: stats.clone(),
+            }),
             cfg,
             epoch: new_epoch().into(),
             reg: RwLock::new(Registry::default()),
-            stats: Arc::new(EngineStats::default()),
+            stats,
             replicator: OnceLock::new(),
             last_gap_log_ms: std::sync::atomic::AtomicU64::new(0),
         }
@@ -422,11 +454,12 @@ impl Engine {
 
     /// A new outbox with this engine's limits and counters.
     pub fn new_outbox(&self) -> Arc<Outbox> {
-        Outbox::new(self.cfg.outbox, self.stats.clone())
+        Outbox::with_shared(self.outboxes.clone())
     }
 
     /// Registers a connection so it can subscribe.
     pub fn connect(&self, conn: ConnId, outbox: Arc<Outbox>) {
+        outbox.set_conn(conn);
         self.reg.write().conns.insert(
             conn,
             ConnSubs {
@@ -462,7 +495,7 @@ impl Engine {
             let moved = reg.slots[id.0 as usize]
                 .inner
                 .lock()
-                .remove_sub(r.pos, conn);
+                .remove_sub(r.pos, &cs.outbox);
             if let Some((other, pos)) = moved {
                 set_pos(&mut reg.conns, other, *id, pos);
             }
@@ -592,7 +625,7 @@ impl Engine {
                     },
                 );
                 r.refs += 1;
-                r.pos = inner.add_sub(r.pos, *conn, &cs.outbox, interval);
+                r.pos = inner.add_sub(r.pos, &cs.outbox, interval);
             }
         }
         reg.slots.push(slot.clone());
@@ -677,7 +710,7 @@ impl Engine {
         }
         for sub in &s.subs {
             sub.outbox
-                .push_tick(slot.id, frame.clone(), now, sub.interval);
+                .push_tick(slot.id, frame.clone(), now, sub.interval());
         }
         self.stats.ticks_in.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -771,7 +804,7 @@ impl Engine {
             let interval = interval_for(&cs.patterns, topic);
             let mut s = slot.inner.lock();
             if let Some(r) = cs.topics.get_mut(&id) {
-                r.pos = s.add_sub(r.pos, conn, &cs.outbox, interval);
+                r.pos = s.add_sub(r.pos, &cs.outbox, interval);
             }
             // In a recovery, a matched topic not named in `since` is one the
             // client saw nothing of (it was born while the client was away, or
@@ -888,14 +921,14 @@ impl Engine {
                 }
                 r.refs -= 1;
                 if r.refs == 0 {
-                    if let Some(m) = slot.inner.lock().remove_sub(r.pos, conn) {
+                    if let Some(m) = slot.inner.lock().remove_sub(r.pos, &cs.outbox) {
                         moved.push((m.0, id, m.1));
                     }
                     r.pos = NOT_PLACED;
                     cs.outbox.forget_topic(id);
                 } else {
                     let interval = interval_for(&cs.patterns, slot.topic.as_str());
-                    r.pos = slot.inner.lock().add_sub(r.pos, conn, &cs.outbox, interval);
+                    r.pos = slot.inner.lock().add_sub(r.pos, &cs.outbox, interval);
                 }
             }
         }
@@ -1217,6 +1250,36 @@ mod tests {
         assert!(got[1].contains(r#""type":"tick""#));
     }
 
+    #[test]
+    fn a_subscribers_interval_keeps_its_nanoseconds() {
+        for (given, kept) in [
+            (None, None),
+            (
+                Some(Duration::from_millis(250)),
+                Some(Duration::from_millis(250)),
+            ),
+            (
+                Some(Duration::from_nanos(1_500)),
+                Some(Duration::from_nanos(1_500)),
+            ),
+            // max_hz has no upper bound: a zero interval still gates.
+            (Some(Duration::ZERO), Some(Duration::from_nanos(1))),
+            (Some(Duration::MAX), Some(Duration::from_nanos(u64::MAX))),
+        ] {
+            let o = Engine::new(EngineConfig::default()).new_outbox();
+            assert_eq!(Sub::new(&o, given).interval(), kept, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn an_outbox_knows_its_connection_once_connected() {
+        let e = Engine::new(EngineConfig::default());
+        let o = e.new_outbox();
+        assert_eq!(o.conn(), None);
+        e.connect(ConnId(7), o.clone());
+        assert_eq!(o.conn(), Some(ConnId(7)));
+    }
+
     /// Every connection's recorded position points at itself in each
     /// topic it holds, and every subscriber of a topic holds it.
     fn assert_positions_in_step(e: &Engine) {
@@ -1226,7 +1289,7 @@ mod tests {
             for (id, r) in cs.topics.iter() {
                 let s = reg.slots[id.0 as usize].inner.lock();
                 assert!(r.refs > 0);
-                assert_eq!(s.subs[r.pos as usize].conn, *conn, "{conn:?} in {id:?}");
+                assert_eq!(s.subs[r.pos as usize].conn(), *conn, "{conn:?} in {id:?}");
                 held += 1;
             }
         }
