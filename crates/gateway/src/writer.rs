@@ -212,212 +212,225 @@ fn dead_after(gw: &Gateway) -> Duration {
 /// `gw.cfg` when needed rather than copied here, and the one wake-up source
 /// besides the timer is the outbox's (the reader's requests and the broker's
 /// shutdown come that way too: `Outbox::wake_writer`).
-pub(crate) async fn run<W: WireWrite>(gw: Arc<Gateway>, conn: Arc<Conn>, mut w: W) {
-    let mut next_ping = Instant::now() + heartbeat(&gw);
-    let mut batch: Vec<Entry> = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    // Set on the pass that sends what was pending when the reader asked for
-    // a close: the replies to what the client sent before its bad frame still
-    // go out, once, and then the Close (one pass, so a busy topic cannot
-    // postpone it).
-    let mut closing = false;
-    let mut ping_due = false;
-    let mut timer = pin!(sleep_until(far_future()));
-    // Token expiry: (seconds since the epoch as last read, its instant).
-    let mut exp: (u64, Option<Instant>) = (0, None);
-    let end = loop {
-        // Not in the middle of a close the reader asked for: its code goes out.
-        if gw.closing() && !closing {
-            break End::Shutdown;
-        }
-        let mut counted = 0usize;
-        // Set when `buf` holds the rest of a cut frame: until it is written,
-        // no Close frame may follow.
-        let mut rest_taken = false;
-        {
-            let mut ctl = conn.ctl.lock();
-            if let Some((code, reason)) = ctl.close {
-                if closing {
-                    break End::Close(code, reason);
-                }
-                closing = true;
-            } else if ctl.eof {
-                break End::Gone;
+///
+/// A function returning an `async` block, not an `async fn`: an `async fn`
+/// keeps its arguments twice in its state, as given and as the locals made
+/// from them (24 bytes in every connection's task), which clippy's
+/// `manual_async_fn` does not know.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<W: WireWrite>(
+    gw: Arc<Gateway>,
+    conn: Arc<Conn>,
+    mut w: W,
+) -> impl Future<Output = ()> {
+    async move {
+        let mut next_ping = Instant::now() + heartbeat(&gw);
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        // Set on the pass that sends what was pending when the reader asked for
+        // a close: the replies to what the client sent before its bad frame still
+        // go out, once, and then the Close (one pass, so a busy topic cannot
+        // postpone it).
+        let mut closing = false;
+        let mut ping_due = false;
+        let mut timer = pin!(sleep_until(far_future()));
+        // Token expiry: (seconds since the epoch as last read, its instant).
+        let mut exp: (u64, Option<Instant>) = (0, None);
+        let end = loop {
+            // Not in the middle of a close the reader asked for: its code goes out.
+            if gw.closing() && !closing {
+                break End::Shutdown;
             }
-            // The rest of a frame a direct write began goes first: nothing
-            // may land inside it.
-            if let Some(rest) = conn.outbox.take_raw() {
-                counted += rest.len();
-                buf.extend_from_slice(&rest);
-                rest_taken = true;
-            }
-            let mut took = false;
-            if let Some(p) = ctl.pong.take() {
-                put_frame(&mut buf, OP_PONG, &p);
-                took = true;
-            }
-            #[cfg(feature = "conformance")]
-            for (opcode, payload) in ctl.echo.drain(..) {
-                put_frame(&mut buf, opcode, &payload);
-                took = true;
-            }
-            if took {
-                // Released under the ctl lock the reader held it under.
-                conn.outbox.hold_direct(false);
-            }
-            if ping_due {
-                put_frame(&mut buf, OP_PING, b"");
-                ping_due = false;
-            }
-        }
-        let gate_at = conn.outbox.release_gates();
-        match conn.outbox.drain(&mut batch) {
-            Drain::Slow(reason) if !rest_taken => {
-                slow_close(&gw, reason_label(reason));
-                break End::Close(4001, "slow consumer");
-            }
-            Drain::Slow(reason) | Drain::SlowMidFrame(reason) => {
-                slow_close(&gw, reason_label(reason));
-                break End::Abort(4001);
-            }
-            Drain::Frames => {
-                let mut frames = 0u64;
-                for e in batch.drain(..) {
-                    if e.frame.is_empty() {
-                        continue;
+            let mut counted = 0usize;
+            // Set when `buf` holds the rest of a cut frame: until it is written,
+            // no Close frame may follow.
+            let mut rest_taken = false;
+            {
+                let mut ctl = conn.ctl.lock();
+                if let Some((code, reason)) = ctl.close {
+                    if closing {
+                        break End::Close(code, reason);
                     }
-                    counted += e.wire_len();
-                    if e.is_raw() {
-                        // The rest of a frame a direct write began (counted there).
-                        buf.extend_from_slice(&e.frame);
-                    } else {
-                        put_frame(&mut buf, OP_TEXT, &e.frame);
-                        frames += 1;
-                    }
+                    closing = true;
+                } else if ctl.eof {
+                    break End::Gone;
                 }
-                gw.metrics.frames_out.inc_by(frames);
-                // The outbox gets this vector at the next drain: a quiet
-                // connection's is given back instead, so that neither side
-                // holds one while idle.
-                if batch.capacity() <= tickwire_engine::QUIET_QUEUE_ENTRIES {
-                    batch = Vec::new();
+                // The rest of a frame a direct write began goes first: nothing
+                // may land inside it.
+                if let Some(rest) = conn.outbox.take_raw() {
+                    counted += rest.len();
+                    buf.extend_from_slice(&rest);
+                    rest_taken = true;
+                }
+                let mut took = false;
+                if let Some(p) = ctl.pong.take() {
+                    put_frame(&mut buf, OP_PONG, &p);
+                    took = true;
+                }
+                #[cfg(feature = "conformance")]
+                for (opcode, payload) in ctl.echo.drain(..) {
+                    put_frame(&mut buf, opcode, &payload);
+                    took = true;
+                }
+                if took {
+                    // Released under the ctl lock the reader held it under.
+                    conn.outbox.hold_direct(false);
+                }
+                if ping_due {
+                    put_frame(&mut buf, OP_PING, b"");
+                    ping_due = false;
                 }
             }
-        }
-        if !buf.is_empty() {
-            let buffered = conn.outbox.buffered();
-            gw.metrics.buffered_bytes.observe(buffered as f64);
-            gw.metrics
-                .buffered_bytes_max
-                .fetch_max(buffered as i64, Ordering::Relaxed);
-            // As far as the socket takes it now; only a write that blocks
-            // gets its watchers and timers, in a box for as long as it waits
-            // (rare, and then not in every connection's task).
-            let mut off = 0;
-            let first =
-                std::future::poll_fn(|cx| Poll::Ready(poll_write_all(&mut w, cx, &buf, &mut off)))
-                    .await;
-            let res = match first {
-                Poll::Ready(r) => written(r),
-                Poll::Pending => {
-                    let rest = write_flush(&mut w, &buf[off..]);
-                    let limit = Duration::from_millis(gw.cfg.write_timeout_ms);
-                    Box::pin(watch_write(&gw, &conn, rest, limit)).await
+            let gate_at = conn.outbox.release_gates();
+            match conn.outbox.drain(&mut batch) {
+                Drain::Slow(reason) if !rest_taken => {
+                    slow_close(&gw, reason_label(reason));
+                    break End::Close(4001, "slow consumer");
                 }
-            };
-            match res {
-                Written::Done => {}
-                Written::Failed => break End::Abort(1006),
-                Written::Slow(reason) => {
-                    slow_close(&gw, reason);
+                Drain::Slow(reason) | Drain::SlowMidFrame(reason) => {
+                    slow_close(&gw, reason_label(reason));
                     break End::Abort(4001);
                 }
-                Written::Shutdown => break End::Abort(1001),
-            }
-            gw.metrics.bytes_out.inc_by(buf.len() as u64);
-            conn.outbox.written(counted);
-            // A small batch (a quiet connection) gives the buffer back, so an
-            // idle connection holds none; a busy one keeps it for the next
-            // batch, up to a size (its next small batch gives it back too).
-            if buf.len() < SMALL_BATCH_BYTES || buf.capacity() > KEEP_BUFFER_BYTES {
-                buf = Vec::new();
-            } else {
-                buf.clear();
-            }
-            // Look again before sleeping: more may have arrived during the write.
-            continue;
-        }
-        if closing {
-            continue;
-        }
-        // One timer for the nearest deadline, re-armed only when that moves:
-        // registering a timer per deadline per wake-up cost more than the
-        // wake-up itself (docs/performance.md).
-        let exp_s = conn.expires_at_s.load(Ordering::Relaxed);
-        if exp_s != exp.0 {
-            exp = (exp_s, (exp_s > 0).then(|| expiry_instant(exp_s)));
-        }
-        let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
-        let dead_at = Instant::from_std(conn.last_seen()) + dead_after(&gw);
-        let at = [gate_at.map(Instant::from_std), slow_at, exp.1]
-            .into_iter()
-            .flatten()
-            .fold(dead_at.min(next_ping), Instant::min);
-        if timer.is_elapsed() || timer.deadline() != at {
-            timer.as_mut().reset(at);
-        }
-        // While the writer waits, the publishing task may write to the socket
-        // itself (Outbox::set_direct_sink); it stops the moment we wake.
-        conn.outbox.set_writer_idle(true);
-        let woke = std::future::poll_fn(|cx| {
-            if conn.outbox.poll_notified(cx).is_ready() {
-                return Poll::Ready(Woke::Outbox);
-            }
-            timer.as_mut().poll(cx).map(|()| Woke::Timer)
-        })
-        .await;
-        conn.outbox.set_writer_idle(false);
-        match woke {
-            Woke::Outbox => {}
-            Woke::Timer => {
-                // Fired: re-armed on the next pass (`is_elapsed`).
-                let now = Instant::now();
-                if Instant::from_std(conn.last_seen()) + dead_after(&gw) <= now {
-                    gw.metrics.heartbeat_timeouts.inc();
-                    tracing::info!("heartbeat timeout");
-                    break End::Close(4000, "heartbeat timeout");
+                Drain::Frames => {
+                    let mut frames = 0u64;
+                    for e in batch.drain(..) {
+                        if e.frame.is_empty() {
+                            continue;
+                        }
+                        counted += e.wire_len();
+                        if e.is_raw() {
+                            // The rest of a frame a direct write began (counted there).
+                            buf.extend_from_slice(&e.frame);
+                        } else {
+                            put_frame(&mut buf, OP_TEXT, &e.frame);
+                            frames += 1;
+                        }
+                    }
+                    gw.metrics.frames_out.inc_by(frames);
+                    // The outbox gets this vector at the next drain: a quiet
+                    // connection's is given back instead, so that neither side
+                    // holds one while idle.
+                    if batch.capacity() <= tickwire_engine::QUIET_QUEUE_ENTRIES {
+                        batch = Vec::new();
+                    }
                 }
-                if exp.1.is_some_and(|e| e <= now)
-                    && conn.expires_at_s.load(Ordering::Relaxed) == exp.0
-                {
-                    break End::Close(4002, "token expired");
-                }
-                if slow_at.is_some_and(|s| s <= now) {
-                    conn.outbox.check(now.into_std());
-                }
-                if next_ping <= now {
-                    // Sent at the top of the loop, behind any rest of a frame.
-                    next_ping = now + heartbeat(&gw);
-                    ping_due = true;
-                    // A queue direct writes kept goes back once ticks stop.
-                    conn.outbox.trim_quiet();
-                }
-                // A max_hz gate's time is handled by `release_gates` at the top.
             }
-        }
-    };
-    // A frame a direct write began and nobody finished: no Close can follow.
-    let end = match end {
-        End::Close(code, _) if conn.outbox.close() => End::Abort(code),
-        End::Shutdown if conn.outbox.close() => End::Abort(1001),
-        end => {
-            conn.outbox.close();
-            end
-        }
-    };
-    // Once per connection, and large: boxed, so it takes no room in the
-    // task while the connection lives.
-    Box::pin(finish(&gw, &conn, w, end)).await;
+            if !buf.is_empty() {
+                let buffered = conn.outbox.buffered();
+                gw.metrics.buffered_bytes.observe(buffered as f64);
+                gw.metrics
+                    .buffered_bytes_max
+                    .fetch_max(buffered as i64, Ordering::Relaxed);
+                // As far as the socket takes it now; only a write that blocks
+                // gets its watchers and timers, in a box for as long as it waits
+                // (rare, and then not in every connection's task).
+                let mut off = 0;
+                let first = std::future::poll_fn(|cx| {
+                    Poll::Ready(poll_write_all(&mut w, cx, &buf, &mut off))
+                })
+                .await;
+                let res = match first {
+                    Poll::Ready(r) => written(r),
+                    Poll::Pending => {
+                        let rest = write_flush(&mut w, &buf[off..]);
+                        let limit = Duration::from_millis(gw.cfg.write_timeout_ms);
+                        Box::pin(watch_write(&gw, &conn, rest, limit)).await
+                    }
+                };
+                match res {
+                    Written::Done => {}
+                    Written::Failed => break End::Abort(1006),
+                    Written::Slow(reason) => {
+                        slow_close(&gw, reason);
+                        break End::Abort(4001);
+                    }
+                    Written::Shutdown => break End::Abort(1001),
+                }
+                gw.metrics.bytes_out.inc_by(buf.len() as u64);
+                conn.outbox.written(counted);
+                // A small batch (a quiet connection) gives the buffer back, so an
+                // idle connection holds none; a busy one keeps it for the next
+                // batch, up to a size (its next small batch gives it back too).
+                if buf.len() < SMALL_BATCH_BYTES || buf.capacity() > KEEP_BUFFER_BYTES {
+                    buf = Vec::new();
+                } else {
+                    buf.clear();
+                }
+                // Look again before sleeping: more may have arrived during the write.
+                continue;
+            }
+            if closing {
+                continue;
+            }
+            // One timer for the nearest deadline, re-armed only when that moves:
+            // registering a timer per deadline per wake-up cost more than the
+            // wake-up itself (docs/performance.md).
+            let exp_s = conn.expires_at_s.load(Ordering::Relaxed);
+            if exp_s != exp.0 {
+                exp = (exp_s, (exp_s > 0).then(|| expiry_instant(exp_s)));
+            }
+            let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
+            let dead_at = Instant::from_std(conn.last_seen()) + dead_after(&gw);
+            let at = [gate_at.map(Instant::from_std), slow_at, exp.1]
+                .into_iter()
+                .flatten()
+                .fold(dead_at.min(next_ping), Instant::min);
+            if timer.is_elapsed() || timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            // While the writer waits, the publishing task may write to the socket
+            // itself (Outbox::set_direct_sink); it stops the moment we wake.
+            conn.outbox.set_writer_idle(true);
+            let woke = std::future::poll_fn(|cx| {
+                if conn.outbox.poll_notified(cx).is_ready() {
+                    return Poll::Ready(Woke::Outbox);
+                }
+                timer.as_mut().poll(cx).map(|()| Woke::Timer)
+            })
+            .await;
+            conn.outbox.set_writer_idle(false);
+            match woke {
+                Woke::Outbox => {}
+                Woke::Timer => {
+                    // Fired: re-armed on the next pass (`is_elapsed`).
+                    let now = Instant::now();
+                    if Instant::from_std(conn.last_seen()) + dead_after(&gw) <= now {
+                        gw.metrics.heartbeat_timeouts.inc();
+                        tracing::info!("heartbeat timeout");
+                        break End::Close(4000, "heartbeat timeout");
+                    }
+                    if exp.1.is_some_and(|e| e <= now)
+                        && conn.expires_at_s.load(Ordering::Relaxed) == exp.0
+                    {
+                        break End::Close(4002, "token expired");
+                    }
+                    if slow_at.is_some_and(|s| s <= now) {
+                        conn.outbox.check(now.into_std());
+                    }
+                    if next_ping <= now {
+                        // Sent at the top of the loop, behind any rest of a frame.
+                        next_ping = now + heartbeat(&gw);
+                        ping_due = true;
+                        // A queue direct writes kept goes back once ticks stop.
+                        conn.outbox.trim_quiet();
+                    }
+                    // A max_hz gate's time is handled by `release_gates` at the top.
+                }
+            }
+        };
+        // A frame a direct write began and nobody finished: no Close can follow.
+        let end = match end {
+            End::Close(code, _) if conn.outbox.close() => End::Abort(code),
+            End::Shutdown if conn.outbox.close() => End::Abort(1001),
+            end => {
+                conn.outbox.close();
+                end
+            }
+        };
+        // Once per connection, and large: boxed, so it takes no room in the
+        // task while the connection lives.
+        Box::pin(finish(&gw, &conn, w, end)).await;
+    }
 }
 
 /// The close handshake: send Close, wait at most `close_timeout_ms` for the
