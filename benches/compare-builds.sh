@@ -8,13 +8,16 @@
 # e.g.:  cp target/release/tickwire /tmp/tw-new   (and an older build as /tmp/tw-old)
 #        benches/compare-builds.sh /tmp/cmp 3 old=/tmp/tw-old new=/tmp/tw-new
 # Build loadgen first: cargo build --release -p tickwire-benches --bin loadgen
+# SCENARIOS="conns rate500" runs only those (default: all six).
 set -euo pipefail
+scenarios=${SCENARIOS:-max rate2000 rate500 noslow slow conns}
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$1 runs=$2; shift 2
 mkdir -p "$out"
 port=29600
 run() { # scenario name binary loadgen-args...
     local scenario=$1 name=$2 bin=$3; shift 3
+    case " $scenarios " in *" $scenario "*) ;; *) return 0 ;; esac
     port=$((port + 1))
     taskset -c 0 "$bin" --listen "127.0.0.1:$port" --no-demo-feed --publisher-key bench \
         >"$out/broker-$port.log" 2>&1 &
