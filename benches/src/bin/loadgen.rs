@@ -26,7 +26,9 @@
 //!
 //! With `--broker-pid`, the broker's CPU seconds (utime + stime over the
 //! measured window) and RSS (VmRSS before connecting, once connected, and at
-//! the end; VmHWM) come from `/proc/PID`.
+//! the end; VmHWM) come from `/proc/PID`. `machine_steal_pct` is the
+//! hypervisor's steal over the same window, from `/proc/stat`: time the VM's
+//! CPUs were ready to run and did not.
 //!
 //! # Reading the numbers
 //! * Only ticks whose `ts_send` falls in the measured window count, on both
@@ -363,6 +365,7 @@ fn validate(args: &Args) -> anyhow::Result<()> {
 struct Point {
     broker: Option<ProcSample>,
     me: Option<ProcSample>,
+    machine: Option<sys::MachineCpu>,
     at: Option<Instant>,
 }
 
@@ -375,6 +378,7 @@ impl Probe {
         Point {
             broker: self.broker_pid.as_deref().and_then(sys::sample),
             me: sys::sample("self"),
+            machine: sys::machine_cpu(),
             at: Some(Instant::now()),
         }
     }
@@ -795,6 +799,11 @@ impl Report<'_> {
             .sum()
     }
 
+    /// The hypervisor's steal over the measured window, in % of the machine.
+    fn steal_pct(&self) -> Option<f64> {
+        sys::steal_pct(self.start.machine?, self.end.machine?)
+    }
+
     fn rss_per_conn_bytes(&self) -> Option<f64> {
         let ok = self.sh.stats.subs_ok.get() + self.sh.stats.slow_ok.get();
         let (a, b) = (self.before.broker?, self.connected.broker?);
@@ -930,6 +939,9 @@ impl Report<'_> {
                 cpu / w * 100.0
             );
         }
+        if let Some(p) = self.steal_pct() {
+            let _ = writeln!(s, "machine     {p:.1}% of its CPU stolen by the hypervisor");
+        }
         let errors = st.first_errors.borrow();
         if !errors.is_empty() {
             let _ = writeln!(s, "first errors:");
@@ -1028,6 +1040,7 @@ impl Report<'_> {
             ("loadgen_cpu_s", json!(me_cpu)),
             ("loadgen_cpu_util", json!(me_cpu.map(|c| c / w))),
             ("loadgen_rss_kb", json!(self.after.me.map(|p| p.rss_kb))),
+            ("machine_steal_pct", json!(self.steal_pct())),
             (
                 "client",
                 json!(if self.sh.opts.fws { "fws" } else { "raw" }),

@@ -42,6 +42,42 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
+/// The whole machine's CPU time, from the first line of `/proc/stat`, in
+/// clock ticks: all of it, and the part the hypervisor gave to others
+/// (`steal`), which on a shared VM is one source of run-to-run noise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    pub total: u64,
+    pub steal: u64,
+}
+
+pub fn machine_cpu() -> Option<MachineCpu> {
+    parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`:
+/// the total is the first eight (guest time is inside user already).
+pub fn parse_proc_stat(text: &str) -> Option<MachineCpu> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(MachineCpu {
+        total: v.iter().sum(),
+        steal: *v.get(7)?,
+    })
+}
+
+/// Steal as a percentage of the machine's CPU time between two readings.
+pub fn steal_pct(a: MachineCpu, b: MachineCpu) -> Option<f64> {
+    let total = b.total.checked_sub(a.total)?;
+    let steal = b.steal.checked_sub(a.steal)?;
+    (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+}
+
 fn clock_ticks_per_s() -> f64 {
     #[allow(unsafe_code)]
     // SAFETY: sysconf has no preconditions and only reads a constant.
@@ -75,4 +111,34 @@ pub fn raise_nofile_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_gives_the_total_and_the_steal() {
+        let text = "cpu  100 5 50 800 10 1 4 30 7 0\ncpu0 50 2 25 400 5 0 2 15 3 0\n";
+        let m = parse_proc_stat(text).expect("parsed");
+        assert_eq!(
+            m,
+            MachineCpu {
+                total: 1000,
+                steal: 30
+            }
+        );
+        let later = MachineCpu {
+            total: 1200,
+            steal: 40,
+        };
+        assert_eq!(steal_pct(m, later), Some(5.0));
+        assert_eq!(
+            steal_pct(later, m),
+            None,
+            "a counter that went back is no reading"
+        );
+        // Kernels before 2.6.11 had no steal column.
+        assert_eq!(parse_proc_stat("cpu  1 2 3 4 5 6 7\n"), None);
+    }
 }
