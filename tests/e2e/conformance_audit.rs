@@ -84,6 +84,41 @@ async fn unknown_fields_are_ignored_in_every_request() {
     assert_eq!((s, b.as_str()), (200, r#"{"accepted":1,"seqs":[2]}"#));
 }
 
+/// "`id` is optional, chosen by the client (a number or string), and echoed
+/// in the reply." A number keeps every digit, as `data` does: a client that
+/// reads JSON numbers exactly (Python, Go's json.Number) must find its id.
+#[tokio::test]
+async fn ids_are_echoed_as_sent() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    for id in [
+        "0",
+        "-7",
+        "18446744073709551615",
+        "1.5",
+        "12345678901234567890123",
+        "3.14159265358979323846264338327950288",
+        "-98765432109876543210.125",
+        r#""""#,
+        r#""a \"quoted\" ünïcode id""#,
+    ] {
+        c.send_text(&format!(r#"{{"op":"ping","id":{id}}}"#)).await;
+        let raw = c.recv_text().await;
+        assert!(
+            raw.starts_with(&format!(r#"{{"type":"pong","id":{id},"#)),
+            "id {id} came back as {raw}"
+        );
+    }
+    // The same in an error about the request.
+    c.send_text(r#"{"op":"fly","id":12345678901234567890123}"#)
+        .await;
+    let raw = c.recv_text().await;
+    assert!(
+        raw.starts_with(r#"{"type":"error","id":12345678901234567890123,"#),
+        "{raw}"
+    );
+}
+
 /// "`ack` is sent only for a publish that carries an `id`; errors are always
 /// sent." An error about a request without an id has no `id`.
 #[tokio::test]

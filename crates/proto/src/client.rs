@@ -131,7 +131,21 @@ fn bad(id: &Option<Id>, msg: impl Into<String>) -> ParseError {
     ParseError::new(id.clone(), ErrorCode::BadRequest, msg)
 }
 
-fn id_of(v: &BorrowedValue<'_>) -> Result<Option<Id>, ParseError> {
+/// The number text of the `id` member as the client wrote it, if that is
+/// what the scanner finds there (not so when `id` appears twice).
+fn raw_number_id(input: &[u8]) -> Option<Id> {
+    let raw = &input[member_span(input, "id")?];
+    let number = !raw.is_empty()
+        && raw
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    if !number {
+        return None;
+    }
+    Some(Id(std::str::from_utf8(raw).ok()?.into()))
+}
+
+fn id_of(v: &BorrowedValue<'_>, input: &[u8]) -> Result<Option<Id>, ParseError> {
     match v.get("id") {
         None => Ok(None),
         Some(BorrowedValue::String(s)) => {
@@ -141,9 +155,12 @@ fn id_of(v: &BorrowedValue<'_>) -> Result<Option<Id>, ParseError> {
         }
         Some(BorrowedValue::Static(StaticNode::I64(n))) => Ok(Some(Id(n.to_string().into()))),
         Some(BorrowedValue::Static(StaticNode::U64(n))) => Ok(Some(Id(n.to_string().into()))),
-        Some(BorrowedValue::Static(StaticNode::F64(n))) if n.is_finite() => {
-            Ok(Some(Id(n.to_string().into())))
-        }
+        // A fraction, an exponent, or an integer past 64 bits: simd-json
+        // reads it as an f64, which keeps about 17 digits. The id is echoed
+        // as written, so a client that reads numbers exactly finds its own.
+        Some(BorrowedValue::Static(StaticNode::F64(n))) if n.is_finite() => Ok(Some(
+            raw_number_id(input).unwrap_or_else(|| Id(n.to_string().into())),
+        )),
         Some(_) => Err(bad(&None, "field 'id' must be a number or a string")),
     }
 }
@@ -318,7 +335,7 @@ pub fn parse_client(input: &[u8], scratch: &mut Vec<u8>) -> Result<ClientMsg, Pa
     if !v.is_object() {
         return Err(bad(&None, "a message must be a JSON object"));
     }
-    let id = id_of(&v)?;
+    let id = id_of(&v, input)?;
     let op = match v.get("op") {
         None => return Err(bad(&id, "missing field 'op'")),
         Some(op) => op
@@ -415,6 +432,32 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         let e = parse(r#"{"op":"subscribe","topics":["a"],"max_hz":0}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn number_ids_keep_every_digit() {
+        for id in [
+            "12345678901234567890123",
+            "1.50",
+            "-1e3",
+            "3.14159265358979323846",
+        ] {
+            let m = parse(&format!(r#"{{"op":"ping","id": {id} }}"#)).unwrap();
+            assert_eq!(
+                m,
+                ClientMsg::Ping {
+                    id: Some(Id::from_json(id))
+                }
+            );
+        }
+        // `id` twice: the scanner's (the last) is not what was checked.
+        let m = parse(r#"{"op":"ping","id":1.5,"id":"x"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::Ping {
+                id: Some(Id::from_json("1.5"))
+            }
+        );
     }
 
     #[test]
