@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tickwire_proto::Topic;
 use tickwire_testkit::raw::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawClient};
@@ -719,4 +720,76 @@ async fn unread_replies_count_toward_the_hard_limit() {
             "unread acks never closed the connection"
         );
     }
+}
+
+/// "A token that expires on a live connection closes it with 4002": a busy
+/// connection too, whose writer always has frames to write (a subscriber
+/// slower than its topic, kept at the newest value by conflation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expires_on_a_busy_connection_too() {
+    let srv = auth_server().await;
+    let mut c = small_rcvbuf_client(srv.addr, 4096).await;
+    c.expect_type("welcome").await;
+    let exp = now_s() + 2;
+    let token = jwt(json!({"sub":"busy","exp":exp,"subscribe":[">"]}));
+    c.send(json!({"op":"auth","token":token})).await;
+    c.expect_type("authenticated").await;
+    c.subscribe(json!({"op":"subscribe","topics":["busy.t"],"snapshot":false}))
+        .await;
+    let topic = Topic::parse("busy.t").unwrap();
+    let data = format!(r#"{{"pad":"{}"}}"#, "z".repeat(200));
+    let engine = srv.engine().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishing = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // About 5,000 ticks a second, far more than the reader takes.
+            let mut every = tokio::time::interval(Duration::from_millis(5));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                every.tick().await;
+                for _ in 0..25 {
+                    engine.publish(&topic, data.as_bytes()).unwrap();
+                }
+            }
+        })
+    };
+    // A slow reader: about one frame a millisecond.
+    let reading = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            match tokio::time::timeout(WAIT, c.inner().next()).await {
+                Ok(Some(Ok(_))) => {}
+                _ => return n,
+            }
+            n += 1;
+            if n % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    let closed_at = loop {
+        every.tick().await;
+        if srv.metric("tickwire_closes_total{code=\"4002\"}").await >= 1.0 {
+            break tickwire_proto::now_ms();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!(
+                "still open {} ms after the token expired",
+                tickwire_proto::now_ms() - exp * 1000
+            );
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publishing.await.unwrap();
+    reading.abort();
+    // The reader was slower than the topic: its ticks were conflated.
+    assert!(srv.metric("tickwire_conflated_frames_total").await > 0.0);
+    assert!(
+        closed_at < exp * 1000 + 1500,
+        "closed {} ms after the token expired",
+        closed_at.saturating_sub(exp * 1000)
+    );
 }
