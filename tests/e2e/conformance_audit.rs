@@ -793,3 +793,41 @@ async fn a_token_expires_on_a_busy_connection_too() {
         closed_at.saturating_sub(exp * 1000)
     );
 }
+
+/// `rate_limited`: "control messages (subscribe, unsubscribe, ping, auth)
+/// over 100/s, burst 100; ten times that in a second closes with 4003" —
+/// refused ones too: a subscribe with a bad pattern is still a subscribe.
+#[tokio::test]
+async fn refused_control_messages_count_toward_the_rate_limit() {
+    let srv = TestServer::start().await;
+    // Under the rate: invalid_topic for each. Then more of them in the same
+    // second: rate_limited.
+    let mut c = srv.client().await;
+    for i in 0..150 {
+        c.send(json!({"op":"subscribe","id":i,"topics":["bad..pattern"]}))
+            .await;
+    }
+    let mut codes = std::collections::HashMap::new();
+    for _ in 0..150 {
+        let e = c.expect_type("error").await;
+        *codes
+            .entry(e["code"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        codes.get("rate_limited").is_some_and(|n| *n >= 1),
+        "{codes:?}"
+    );
+    // A flood of them closes with 4003.
+    let mut f = srv.client().await;
+    for i in 0..1100 {
+        if !f
+            .try_send(json!({"op":"unsubscribe","id":i,"topics":[]}))
+            .await
+        {
+            break;
+        }
+    }
+    let (closed, _) = f.until_closed(WAIT).await;
+    assert_eq!(closed, Closed::Code(4003, "flooding".into()));
+}

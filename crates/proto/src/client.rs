@@ -67,6 +67,10 @@ pub struct ParseError {
     pub id: Option<Id>,
     pub code: ErrorCode,
     pub message: String,
+    /// The request was a control message (subscribe, unsubscribe, ping,
+    /// auth) with a bad field: refused, it still counts toward the
+    /// control-message rate limit.
+    pub control: bool,
 }
 
 impl ParseError {
@@ -75,6 +79,7 @@ impl ParseError {
             id,
             code,
             message: message.into(),
+            control: false,
         }
     }
 }
@@ -335,21 +340,35 @@ pub fn parse_client(input: &[u8], scratch: &mut Vec<u8>) -> Result<ClientMsg, Pa
     if !v.is_object() {
         return Err(bad(&None, "a message must be a JSON object"));
     }
-    let id = id_of(&v, input)?;
+    let control = matches!(
+        v.get("op").and_then(|op| op.as_str()),
+        Some("subscribe" | "unsubscribe" | "ping" | "auth")
+    );
+    let id = id_of(&v, input).map_err(|e| ParseError { control, ..e })?;
     let op = match v.get("op") {
         None => return Err(bad(&id, "missing field 'op'")),
         Some(op) => op
             .as_str()
             .ok_or_else(|| bad(&id, "field 'op' must be a string"))?,
     };
+    op_msg(op, id, &v, input).map_err(|e| ParseError { control, ..e })
+}
+
+/// The message of a known `op` (or the error for an unknown one).
+fn op_msg(
+    op: &str,
+    id: Option<Id>,
+    v: &BorrowedValue<'_>,
+    input: &[u8],
+) -> Result<ClientMsg, ParseError> {
     match op {
-        "subscribe" => subscribe(id, &v),
+        "subscribe" => subscribe(id, v),
         "unsubscribe" => {
-            let patterns = patterns(&id, &v)?;
+            let patterns = patterns(&id, v)?;
             Ok(ClientMsg::Unsubscribe { id, patterns })
         }
         "publish" => {
-            let (topic, data) = publish_fields(&id, &v, input)?;
+            let (topic, data) = publish_fields(&id, v, input)?;
             Ok(ClientMsg::Publish { id, topic, data })
         }
         "ping" => Ok(ClientMsg::Ping { id }),
@@ -458,6 +477,26 @@ mod tests {
                 id: Some(Id::from_json("1.5"))
             }
         );
+    }
+
+    #[test]
+    fn refused_control_messages_say_so() {
+        for s in [
+            r#"{"op":"subscribe","topics":["a..b"]}"#,
+            r#"{"op":"unsubscribe","topics":[]}"#,
+            r#"{"op":"ping","id":[1]}"#,
+            r#"{"op":"auth"}"#,
+        ] {
+            assert!(parse(s).unwrap_err().control, "{s}");
+        }
+        for s in [
+            "nope",
+            r#"{"op":"publish","topic":"a..b","data":{}}"#,
+            r#"{"op":"fly"}"#,
+            r#"{"id":1}"#,
+        ] {
+            assert!(!parse(s).unwrap_err().control, "{s}");
+        }
     }
 
     #[test]
