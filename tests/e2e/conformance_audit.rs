@@ -831,3 +831,178 @@ async fn refused_control_messages_count_toward_the_rate_limit() {
     let (closed, _) = f.until_closed(WAIT).await;
     assert_eq!(closed, Closed::Code(4003, "flooding".into()));
 }
+
+/// "A token is a publisher key (may publish and subscribe to anything)":
+/// with auth on as well, by header and by `auth`; and a JWT with publish
+/// rights publishes over HTTP.
+#[tokio::test]
+async fn with_auth_on_a_publisher_key_may_do_anything() {
+    let srv = auth_server().await;
+    let mut h = srv.publisher().await;
+    h.subscribe(json!({"op":"subscribe","topics":[">"],"snapshot":false}))
+        .await;
+    h.send(json!({"op":"publish","id":1,"topic":"any.where","data":{}}))
+        .await;
+    assert_eq!(h.expect_type("ack").await["seq"], 1);
+    let mut m = srv.client().await;
+    m.send(json!({"op":"auth","id":"a","token":KEY})).await;
+    let a = m.recv().await;
+    assert_eq!(
+        (a["type"].as_str(), a["id"].as_str()),
+        (Some("authenticated"), Some("a"))
+    );
+    m.subscribe(json!({"op":"subscribe","topics":[">"]})).await;
+    m.send(json!({"op":"publish","id":2,"topic":"any.where","data":{}}))
+        .await;
+    assert_eq!(m.expect_type("ack").await["seq"], 2);
+    let token = jwt(json!({"sub":"feed","exp":now_s()+60,"publish":["fx.*"]}));
+    let auth = format!("Bearer {token}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        br#"{"topic":"fx.EUR-USD","data":{"p":1}}"#,
+    )
+    .await;
+    assert_eq!((s, b.as_str()), (200, r#"{"accepted":1,"seqs":[1]}"#));
+}
+
+/// Recovery: "Otherwise it sends a fresh `snapshot` and `recovered:false`",
+/// even when the request said `"snapshot":false`.
+#[tokio::test]
+async fn a_failed_recovery_sends_a_snapshot_even_with_snapshot_false() {
+    let srv = TestServer::start().await;
+    for n in 1..=3 {
+        publish_http(srv.addr, "f.r", json!({"n":n})).await;
+    }
+    let mut c = srv.client().await;
+    c.send(json!({"op":"subscribe","topics":["f.r"],"snapshot":false,"epoch":"gone","since":{"f.r":1}}))
+        .await;
+    let frames = c.barrier("b").await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0]["recovered"], false);
+    assert_eq!(
+        (frames[1]["type"].as_str(), frames[1]["seq"].as_u64()),
+        (Some("snapshot"), Some(3))
+    );
+}
+
+/// "With auth on, the `auth` message must come first, within
+/// `auth_timeout_ms` (default 5000)".
+#[tokio::test]
+async fn the_default_auth_timeout_is_5_s() {
+    let srv = TestServer::start_with(|_, g| g.auth.jwt_secret = Some(JWT_SECRET.into())).await;
+    let mut c = srv.client().await;
+    let started = tokio::time::Instant::now();
+    let (closed, _) = c.until_closed(WAIT).await;
+    let after = started.elapsed();
+    assert_eq!(closed, Closed::Code(4500, "auth timeout".into()));
+    assert!(
+        after >= Duration::from_millis(4_800) && after < Duration::from_millis(7_000),
+        "closed after {after:?}"
+    );
+}
+
+/// A `MakeWriter` that keeps what is logged.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// "Tokens are ... never logged": every way of presenting a token, good and
+/// bad, with every log level on.
+#[tokio::test]
+async fn tokens_are_never_logged() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // This test's runtime is one thread: the broker's tasks log here too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let srv = auth_server().await;
+    let good = jwt(json!({"sub":"logtest","exp":now_s()+60,"subscribe":[">"],"publish":[">"]}));
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    let bad = "bad-token-that-must-not-be-logged";
+    // By header: good key, good JWT, bad token.
+    srv.publisher().await.close().await;
+    let mut c = Client::connect(
+        &srv.ws_url(),
+        &[("Authorization", &format!("Bearer {good}"))],
+    )
+    .await
+    .unwrap();
+    c.expect_type("welcome").await;
+    c.close().await;
+    for t in [bad, forged.as_str()] {
+        let err = Client::connect(&srv.ws_url(), &[("Authorization", &format!("Bearer {t}"))])
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused(err).0, 401);
+    }
+    // By message: good, then a bad re-auth; a bad first auth; in the URL.
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","token":good})).await;
+    c.expect_type("authenticated").await;
+    c.send(json!({"op":"auth","token":forged})).await;
+    assert_eq!(c.expect_type("error").await["code"], "unauthorized");
+    c.close().await;
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","token":bad})).await;
+    assert!(matches!(
+        c.until_closed(WAIT).await.0,
+        Closed::Code(4500, _)
+    ));
+    let url = format!("{}?token={bad}", srv.ws_url());
+    let mut c = Client::connect(&url, &[]).await.unwrap();
+    c.expect_type("welcome").await;
+    drop(c);
+    // Over HTTP.
+    for t in [KEY, good.as_str(), bad] {
+        let auth = format!("Bearer {t}");
+        http(
+            srv.addr,
+            "POST",
+            "/api/publish",
+            &[("Authorization", &auth)],
+            br#"{"topic":"l.t","data":{}}"#,
+        )
+        .await;
+    }
+    // Wait for every connection's end to be logged ("closed").
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    while srv.gateway.connection_count() > 0 {
+        every.tick().await;
+        assert!(tokio::time::Instant::now() < deadline, "connections linger");
+    }
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        text.contains("tickwire_gateway") && text.contains("closed"),
+        "the broker's log was not captured: {text}"
+    );
+    for secret in [KEY, good.as_str(), forged.as_str(), bad, JWT_SECRET] {
+        assert!(!text.contains(secret), "{secret} in the log:\n{text}");
+    }
+    // Nor a recognisable part of the JWT (its signature).
+    let sig = good.rsplit('.').next().unwrap();
+    assert!(!text.contains(sig));
+}
