@@ -177,3 +177,35 @@ async fn a_topic_born_while_away_is_not_claimed_recovered() {
         );
     }
 }
+
+/// A replay to a subscription with `max_hz` goes through its gate, which
+/// keeps only the newest of the ticks it holds: "recovered":true would claim
+/// missed ticks the client never gets (PROTOCOL.md: the client "knows whether
+/// it saw every tick").
+#[tokio::test]
+async fn a_replay_thinned_by_max_hz_is_not_claimed_recovered() {
+    let srv = TestServer::start().await;
+    for n in 1..=6 {
+        publish_http(srv.addr, "hz.r", json!({"n":n})).await;
+    }
+    let epoch = srv.engine().epoch().to_owned();
+    let mut c = srv.client().await;
+    // The client saw seq 2 and missed 3..=6.
+    c.send(json!({"op":"subscribe","topics":["hz.r"],"max_hz":1,"epoch":epoch,"since":{"hz.r":2}}))
+        .await;
+    let sub = c.expect_type("subscribed").await;
+    // Everything up to the newest value (a held one comes within 1/max_hz).
+    let mut got = Vec::new();
+    while got.last() != Some(&6) {
+        let f = c.recv().await;
+        assert!(f["type"] == "tick" || f["type"] == "snapshot", "{f}");
+        got.push(f["seq"].as_u64().unwrap());
+    }
+    if sub["recovered"] == true {
+        assert_eq!(
+            got,
+            vec![3, 4, 5, 6],
+            "recovered:true, yet not every missed tick came"
+        );
+    }
+}

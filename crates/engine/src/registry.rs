@@ -839,7 +839,10 @@ impl Engine {
                     !cs.outbox.is_conflating()
                         && cs.outbox.buffered() + bytes <= self.cfg.outbox.soft_limit_bytes
                 };
-                if epoch_ok && since <= s.seq && since + 1 >= oldest && fits() {
+                // Through a max_hz gate only the newest of the ticks it
+                // holds goes on: a replay of more than one would be thinned.
+                let ungated = || interval.is_none() || s.seq - since <= 1;
+                if epoch_ok && since <= s.seq && since + 1 >= oldest && ungated() && fits() {
                     replayed |= since < s.seq;
                     let mut n = 0;
                     for (q, f) in &s.history {

@@ -423,6 +423,31 @@ impl Reader {
         self.reply(encode::error(id, code, message));
     }
 
+    /// Counts a control message toward the rate limit. `Err(Some(close))`:
+    /// a flood, close; `Err(None)`: refused, answered `rate_limited` here.
+    fn take_control(&mut self, id: Option<&Id>) -> Result<(), Option<(u16, &'static str)>> {
+        let cfg = &self.gw.cfg;
+        let now_ms = self.conn.started.elapsed().as_millis() as u64;
+        match self
+            .limit
+            .take(now_ms, cfg.control_rate_per_sec, cfg.control_flood_per_sec)
+        {
+            Ok(()) => Ok(()),
+            Err(true) => Err(Some((code::FLOOD, "flooding"))),
+            Err(false) => {
+                self.error(
+                    id,
+                    ErrorCode::RateLimited,
+                    &format!(
+                        "over {} control messages per second",
+                        cfg.control_rate_per_sec
+                    ),
+                );
+                Err(None)
+            }
+        }
+    }
+
     /// Handles one complete text message; returns a close when it must end the connection.
     fn on_text(&mut self, payload: &[u8]) -> Option<(u16, &'static str)> {
         // A fresh buffer per message: one allocation, far cheaper than what
@@ -431,31 +456,20 @@ impl Reader {
         let msg = match parse_client(payload, &mut scratch) {
             Ok(m) => m,
             Err(e) => {
+                // A refused control message counts toward the rate limit too.
+                if e.control
+                    && let Err(end) = self.take_control(e.id.as_ref())
+                {
+                    return end;
+                }
                 self.error(e.id.as_ref(), e.code, &e.message);
                 return None;
             }
         };
-        if msg.is_control() {
-            let cfg = &self.gw.cfg;
-            let now_ms = self.conn.started.elapsed().as_millis() as u64;
-            match self
-                .limit
-                .take(now_ms, cfg.control_rate_per_sec, cfg.control_flood_per_sec)
-            {
-                Ok(()) => {}
-                Err(true) => return Some((code::FLOOD, "flooding")),
-                Err(false) => {
-                    self.error(
-                        msg_id(&msg),
-                        ErrorCode::RateLimited,
-                        &format!(
-                            "over {} control messages per second",
-                            cfg.control_rate_per_sec
-                        ),
-                    );
-                    return None;
-                }
-            }
+        if msg.is_control()
+            && let Err(end) = self.take_control(msg_id(&msg))
+        {
+            return end;
         }
         if self.principal.is_none() && !matches!(msg, ClientMsg::Auth { .. }) {
             if self.gw.auth.required() {

@@ -67,6 +67,10 @@ pub struct ParseError {
     pub id: Option<Id>,
     pub code: ErrorCode,
     pub message: String,
+    /// The request was a control message (subscribe, unsubscribe, ping,
+    /// auth) with a bad field: refused, it still counts toward the
+    /// control-message rate limit.
+    pub control: bool,
 }
 
 impl ParseError {
@@ -75,6 +79,7 @@ impl ParseError {
             id,
             code,
             message: message.into(),
+            control: false,
         }
     }
 }
@@ -131,7 +136,21 @@ fn bad(id: &Option<Id>, msg: impl Into<String>) -> ParseError {
     ParseError::new(id.clone(), ErrorCode::BadRequest, msg)
 }
 
-fn id_of(v: &BorrowedValue<'_>) -> Result<Option<Id>, ParseError> {
+/// The number text of the `id` member as the client wrote it, if that is
+/// what the scanner finds there (not so when `id` appears twice).
+fn raw_number_id(input: &[u8]) -> Option<Id> {
+    let raw = &input[member_span(input, "id")?];
+    let number = !raw.is_empty()
+        && raw
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    if !number {
+        return None;
+    }
+    Some(Id(std::str::from_utf8(raw).ok()?.into()))
+}
+
+fn id_of(v: &BorrowedValue<'_>, input: &[u8]) -> Result<Option<Id>, ParseError> {
     match v.get("id") {
         None => Ok(None),
         Some(BorrowedValue::String(s)) => {
@@ -141,9 +160,12 @@ fn id_of(v: &BorrowedValue<'_>) -> Result<Option<Id>, ParseError> {
         }
         Some(BorrowedValue::Static(StaticNode::I64(n))) => Ok(Some(Id(n.to_string().into()))),
         Some(BorrowedValue::Static(StaticNode::U64(n))) => Ok(Some(Id(n.to_string().into()))),
-        Some(BorrowedValue::Static(StaticNode::F64(n))) if n.is_finite() => {
-            Ok(Some(Id(n.to_string().into())))
-        }
+        // A fraction, an exponent, or an integer past 64 bits: simd-json
+        // reads it as an f64, which keeps about 17 digits. The id is echoed
+        // as written, so a client that reads numbers exactly finds its own.
+        Some(BorrowedValue::Static(StaticNode::F64(n))) if n.is_finite() => Ok(Some(
+            raw_number_id(input).unwrap_or_else(|| Id(n.to_string().into())),
+        )),
         Some(_) => Err(bad(&None, "field 'id' must be a number or a string")),
     }
 }
@@ -318,21 +340,35 @@ pub fn parse_client(input: &[u8], scratch: &mut Vec<u8>) -> Result<ClientMsg, Pa
     if !v.is_object() {
         return Err(bad(&None, "a message must be a JSON object"));
     }
-    let id = id_of(&v)?;
+    let control = matches!(
+        v.get("op").and_then(|op| op.as_str()),
+        Some("subscribe" | "unsubscribe" | "ping" | "auth")
+    );
+    let id = id_of(&v, input).map_err(|e| ParseError { control, ..e })?;
     let op = match v.get("op") {
         None => return Err(bad(&id, "missing field 'op'")),
         Some(op) => op
             .as_str()
             .ok_or_else(|| bad(&id, "field 'op' must be a string"))?,
     };
+    op_msg(op, id, &v, input).map_err(|e| ParseError { control, ..e })
+}
+
+/// The message of a known `op` (or the error for an unknown one).
+fn op_msg(
+    op: &str,
+    id: Option<Id>,
+    v: &BorrowedValue<'_>,
+    input: &[u8],
+) -> Result<ClientMsg, ParseError> {
     match op {
-        "subscribe" => subscribe(id, &v),
+        "subscribe" => subscribe(id, v),
         "unsubscribe" => {
-            let patterns = patterns(&id, &v)?;
+            let patterns = patterns(&id, v)?;
             Ok(ClientMsg::Unsubscribe { id, patterns })
         }
         "publish" => {
-            let (topic, data) = publish_fields(&id, &v, input)?;
+            let (topic, data) = publish_fields(&id, v, input)?;
             Ok(ClientMsg::Publish { id, topic, data })
         }
         "ping" => Ok(ClientMsg::Ping { id }),
@@ -415,6 +451,52 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         let e = parse(r#"{"op":"subscribe","topics":["a"],"max_hz":0}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn number_ids_keep_every_digit() {
+        for id in [
+            "12345678901234567890123",
+            "1.50",
+            "-1e3",
+            "3.14159265358979323846",
+        ] {
+            let m = parse(&format!(r#"{{"op":"ping","id": {id} }}"#)).unwrap();
+            assert_eq!(
+                m,
+                ClientMsg::Ping {
+                    id: Some(Id::from_json(id))
+                }
+            );
+        }
+        // `id` twice: the scanner's (the last) is not what was checked.
+        let m = parse(r#"{"op":"ping","id":1.5,"id":"x"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::Ping {
+                id: Some(Id::from_json("1.5"))
+            }
+        );
+    }
+
+    #[test]
+    fn refused_control_messages_say_so() {
+        for s in [
+            r#"{"op":"subscribe","topics":["a..b"]}"#,
+            r#"{"op":"unsubscribe","topics":[]}"#,
+            r#"{"op":"ping","id":[1]}"#,
+            r#"{"op":"auth"}"#,
+        ] {
+            assert!(parse(s).unwrap_err().control, "{s}");
+        }
+        for s in [
+            "nope",
+            r#"{"op":"publish","topic":"a..b","data":{}}"#,
+            r#"{"op":"fly"}"#,
+            r#"{"id":1}"#,
+        ] {
+            assert!(!parse(s).unwrap_err().control, "{s}");
+        }
     }
 
     #[test]
