@@ -3,6 +3,7 @@
 mod auth;
 mod backpressure;
 mod conformance;
+mod edges;
 mod errors;
 mod heartbeat;
 mod http_api;
