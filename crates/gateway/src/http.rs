@@ -413,7 +413,10 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
         .find_map(|kv| kv.strip_prefix("topics="))
         .unwrap_or("");
     let mut topics = Vec::new();
-    for t in list.split(',').filter(|t| !t.is_empty()) {
+    // Each topic once: a short query naming one topic thousands of times
+    // would otherwise build thousands of copies of its value.
+    let mut seen = std::collections::HashSet::new();
+    for t in list.split(',').filter(|t| !t.is_empty() && seen.insert(*t)) {
         // Topics use no characters that need percent-decoding.
         match Topic::parse(t) {
             Ok(t) => topics.push(t),
