@@ -2,10 +2,27 @@
 //! Each test drives a real client against a broker on 127.0.0.1:0.
 
 use serde_json::{Value, json};
-use tickwire_testkit::{Client, JWT_SECRET, TestServer, http, jwt, publish_http};
+use tickwire_testkit::{Client, JWT_SECRET, KEY, TestServer, WAIT, http, jwt, publish_http};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn parse(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Writes `request` as is on a new connection and reads the whole answer.
+async fn raw_http(srv: &TestServer, request: &[u8]) -> String {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(srv.addr)
+            .await
+            .expect("connect");
+        s.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("answered in time")
 }
 
 #[tokio::test]
@@ -46,4 +63,46 @@ async fn a_snapshot_names_each_topic_once_however_often_it_is_asked_for() {
     let snaps = v["snapshots"].as_array().expect("snapshots");
     assert_eq!(snaps.len(), 1, "{} snapshots", snaps.len());
     assert_eq!(snaps[0]["topic"], "dup.a");
+}
+
+#[tokio::test]
+async fn a_broken_chunked_body_is_a_bad_request_not_too_large() {
+    let srv = TestServer::start().await;
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let resp = raw_http(&srv, req.as_bytes()).await;
+    let status = resp.split(' ').nth(1).unwrap_or("");
+    assert_eq!(status, "400", "{resp}");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(body.contains("\"bad_request\""), "{resp}");
+    // A body over the limit is still 413, chunked or not.
+    let srv = TestServer::start_with(|_, g| g.max_http_body_bytes = 100).await;
+    let data = format!(
+        "{{\"topic\":\"a\",\"data\":{{\"p\":\"{}\"}}}}",
+        "x".repeat(200)
+    );
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{data}\r\n0\r\n\r\n",
+        data.len()
+    );
+    let resp = raw_http(&srv, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("\"payload_too_large\""), "{resp}");
+    let auth = format!("Bearer {KEY}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        data.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 }

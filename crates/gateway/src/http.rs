@@ -291,9 +291,15 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             let m = format!("body over {} bytes", gw.cfg.max_http_body_bytes);
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &m, None);
+        }
+        // A body hyper could not read (bad chunked encoding, a cut stream):
+        // the request's fault, not its size.
+        Err(e) => {
+            let m = format!("cannot read the body: {e}");
+            return json_error(StatusCode::BAD_REQUEST, "bad_request", &m, None);
         }
     };
     let lines: Vec<(usize, &[u8])> = if ndjson {
