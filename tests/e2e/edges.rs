@@ -106,3 +106,40 @@ async fn a_broken_chunked_body_is_a_bad_request_not_too_large() {
         (413, Some("payload_too_large"))
     );
 }
+
+#[tokio::test]
+async fn an_ndjson_batch_over_max_topics_publishes_nothing() {
+    let srv = TestServer::start_with(|e, _| e.max_topics = 2).await;
+    publish_http(srv.addr, "cap.a", json!({"p":1})).await;
+    let body = "{\"topic\":\"cap.a\",\"data\":{\"p\":2}}\n{\"topic\":\"cap.b\",\"data\":{\"p\":1}}\n{\"topic\":\"cap.c\",\"data\":{\"p\":1}}\n";
+    let auth = format!("Bearer {KEY}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        body.as_bytes(),
+    )
+    .await;
+    let v = parse(&b);
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        (v["error"].as_str(), v["line"].as_u64()),
+        (Some("bad_request"), Some(3))
+    );
+    // Nothing of the batch went in: cap.a is still at seq 1, cap.b unknown.
+    let (_, b) = http(
+        srv.addr,
+        "GET",
+        "/api/snapshot?topics=cap.a,cap.b",
+        &[],
+        b"",
+    )
+    .await;
+    let v = parse(&b);
+    assert_eq!(v["snapshots"].as_array().map(Vec::len), Some(1), "{b}");
+    assert_eq!(v["snapshots"][0]["seq"], 1, "{b}");
+}

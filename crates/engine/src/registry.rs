@@ -971,6 +971,11 @@ impl Engine {
             .collect()
     }
 
+    /// Whether `topic` exists (a publish to it creates nothing).
+    pub fn has_topic(&self, topic: &Topic) -> bool {
+        self.reg.read().by_name.contains_key(topic.as_str())
+    }
+
     /// Number of topics known.
     pub fn topic_count(&self) -> usize {
         self.reg.read().slots.len()

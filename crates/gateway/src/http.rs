@@ -362,6 +362,28 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         }
         parsed.push((topic, data));
     }
+    // The topics the request would create must fit under max_topics, checked
+    // before anything is published: a line refused while publishing would
+    // leave the lines before it published. (Topics another publisher creates
+    // meanwhile can still fill the registry: the error after publishing.)
+    let room = gw
+        .engine
+        .config()
+        .max_topics
+        .saturating_sub(gw.engine.topic_count());
+    let mut new = std::collections::HashSet::new();
+    for (i, (topic, _)) in parsed.iter().enumerate() {
+        if !gw.engine.has_topic(topic) && new.insert(topic.as_str()) && new.len() > room {
+            let e = tickwire_engine::PublishError::TooManyTopics(gw.engine.config().max_topics);
+            gw.metrics.error(ErrorCode::BadRequest.as_str());
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest.as_str(),
+                &e.to_string(),
+                Some(lines[i].0),
+            );
+        }
+    }
     let mut seqs = Vec::with_capacity(parsed.len());
     let published = {
         // Corked (nothing awaits in this block): idle subscribers get the
@@ -379,7 +401,7 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
     };
     if let Err((i, e)) = published {
         return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::BAD_REQUEST,
             "bad_request",
             &e.to_string(),
             Some(lines[i].0),
