@@ -143,3 +143,26 @@ async fn an_ndjson_batch_over_max_topics_publishes_nothing() {
     assert_eq!(v["snapshots"].as_array().map(Vec::len), Some(1), "{b}");
     assert_eq!(v["snapshots"][0]["seq"], 1, "{b}");
 }
+
+#[tokio::test]
+async fn an_empty_token_is_never_a_publisher_key() {
+    // A configuration that let an empty key through must not make the empty
+    // token a publisher's.
+    let srv = TestServer::start_with(|_, g| g.auth.publisher_keys.push(String::new())).await;
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","id":1,"token":""})).await;
+    let e = c.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
+        (Some("error"), Some("unauthorized"), Some(1)),
+        "{e}"
+    );
+    c.send(json!({"op":"publish","id":2,"topic":"empty.key","data":{"p":1}}))
+        .await;
+    let e = c.recv().await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("unauthorized"), Some(2)),
+        "{e}"
+    );
+}

@@ -117,6 +117,9 @@ impl Config {
         if o.no_demo_feed {
             c.demo_feed = false;
         }
+        if o.publisher_keys.iter().any(String::is_empty) {
+            bail!("--publisher-key: a key may not be empty");
+        }
         c.auth
             .publisher_keys
             .extend(o.publisher_keys.iter().cloned());
@@ -192,7 +195,15 @@ impl Config {
                     for (k, v) in t {
                         match k.as_str() {
                             "publisher_keys" => {
-                                self.auth.publisher_keys = strings(v, "auth.publisher_keys", path)?
+                                let keys = strings(v, "auth.publisher_keys", path)?;
+                                if keys.iter().any(String::is_empty) {
+                                    // `{"op":"auth","token":""}` would match it.
+                                    bail!(
+                                        "key `auth.publisher_keys` in {}: a key may not be empty",
+                                        path.display()
+                                    );
+                                }
+                                self.auth.publisher_keys = keys;
                             }
                             "allowed_origins" => {
                                 self.auth.allowed_origins =
@@ -548,6 +559,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster.queue_capacity"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_publisher_key_is_an_error() {
+        // An empty key would let `{"op":"auth","token":""}` publish.
+        let e = load_file("[auth]\npublisher_keys = [\"k1\", \"\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auth.publisher_keys") && e.contains(".toml"),
+            "{e}"
+        );
+        let e = Config::load(
+            &Overrides {
+                publisher_keys: vec![String::new()],
+                ..Default::default()
+            },
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--publisher-key"), "{e}");
     }
 
     #[test]
