@@ -295,6 +295,11 @@ impl Config {
             "max_message_bytes",
             "max_connections",
             "max_topics",
+            // 0 would refuse every client (503, 413, 4500), or drop requests.
+            "max_connections_per_ip",
+            "max_http_body_bytes",
+            "auth_timeout_ms",
+            "header_read_timeout_ms",
         ] {
             if l(k) == 0 {
                 bail!("key `limits.{k}`{}: must be above 0", self.where_());
@@ -441,7 +446,11 @@ mod tests {
     fn load_file(text: &str, env: &[(&str, &str)]) -> Result<Config> {
         let dir = std::env::temp_dir().join(format!("tickwire-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("c{}.toml", text.len()));
+        // One file per call: tests run in parallel, and two texts of one
+        // length used to share a file.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("c{n}.toml"));
         std::fs::write(&path, text).unwrap();
         let env: Vec<(String, String)> = env
             .iter()
@@ -559,6 +568,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster.queue_capacity"), "{e}");
+    }
+
+    #[test]
+    fn limits_that_would_refuse_every_client_are_errors() {
+        // 0 here would refuse every upgrade (503), every publish body (413),
+        // every `auth` message (4500), or drop a request whose head comes in
+        // two reads.
+        for k in [
+            "max_connections_per_ip",
+            "max_http_body_bytes",
+            "auth_timeout_ms",
+            "header_read_timeout_ms",
+        ] {
+            let e = load_file(&format!("[limits]\n{k} = 0\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("limits.{k}")) && e.contains(".toml"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
