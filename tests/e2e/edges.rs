@@ -1,6 +1,8 @@
 //! The broker's edges: HTTP API errors and limits, tokens at the extremes.
 //! Each test drives a real client against a broker on 127.0.0.1:0.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use tickwire_testkit::{Client, JWT_SECRET, KEY, TestServer, WAIT, http, jwt, publish_http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -165,4 +167,65 @@ async fn an_empty_token_is_never_a_publisher_key() {
         (Some("unauthorized"), Some(2)),
         "{e}"
     );
+}
+
+/// TCP states of the broker's sockets (local port `port`) to the peer port `peer`.
+fn server_socket_states(port: u16, peer: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let port_of = |c: Option<&&str>| {
+                c.and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if port_of(cols.get(1)) == Some(port) && port_of(cols.get(2)) == Some(peer) {
+                out.push(
+                    cols.get(3)
+                        .and_then(|s| u8::from_str_radix(s, 16).ok())
+                        .unwrap_or(0),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_http_client_that_never_reads_its_answer_is_let_go() {
+    const ESTABLISHED: u8 = 1;
+    let srv = TestServer::start_with(|_, g| g.write_timeout_ms = 300).await;
+    // Enough topics for a /api/topics answer of about 1 MB, far more than
+    // the socket buffers between the broker and the client hold.
+    for i in 0..5000 {
+        let name = format!("stall.{i}.{}", "x".repeat(100));
+        let topic = tickwire_proto::Topic::parse(&name).expect("topic");
+        srv.engine().publish(&topic, b"{}").expect("publish");
+    }
+    let mut s = tokio::net::TcpStream::connect(srv.addr)
+        .await
+        .expect("connect");
+    let peer = s.local_addr().expect("local addr").port();
+    s.write_all(b"GET /api/topics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The client reads nothing: the broker's write stalls, and after
+    // write_timeout_ms it gives the connection (and its answer) up.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        every.tick().await;
+        let states = server_socket_states(srv.addr.port(), peer);
+        if !states.contains(&ESTABLISHED) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker still holds the connection: {states:?}"
+        );
+    }
+    drop(s);
 }

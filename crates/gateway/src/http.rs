@@ -18,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::Gateway;
 use crate::auth::{Principal, Rights};
+use crate::deadline::WriteDeadline;
 use crate::metrics::ReasonLabel;
 use crate::transport::Stream;
 
@@ -209,16 +210,21 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
         // hyper hands back the stream it served, plain or TLS, with any bytes
         // it read past the upgrade request.
         let upgraded = ws.into_inner().into_inner();
-        let (mut stream, pre) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => (Stream::Tcp(p.io.into_inner()), p.read_buf),
-            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-                Ok(p) => (Stream::Tls(Box::new(p.io.into_inner())), p.read_buf),
-                Err(_) => {
-                    gw.release_ip(peer.ip());
-                    tracing::error!("upgraded stream is neither TCP nor TLS");
-                    return;
+        let (mut stream, pre) = match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+            Ok(p) => (Stream::Tcp(p.io.into_inner().into_inner()), p.read_buf),
+            Err(upgraded) => {
+                match upgraded.downcast::<TokioIo<WriteDeadline<TlsStream<TcpStream>>>>() {
+                    Ok(p) => (
+                        Stream::Tls(Box::new(p.io.into_inner().into_inner())),
+                        p.read_buf,
+                    ),
+                    Err(_) => {
+                        gw.release_ip(peer.ip());
+                        tracing::error!("upgraded stream is neither TCP nor TLS");
+                        return;
+                    }
                 }
-            },
+            }
         };
         // `pre` is a view into hyper's read buffer (8 KiB): kept, it would keep
         // that buffer alive for the connection's whole life. Moved into this
