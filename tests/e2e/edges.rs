@@ -229,3 +229,50 @@ async fn an_http_client_that_never_reads_its_answer_is_let_go() {
     }
     drop(s);
 }
+
+#[tokio::test]
+async fn with_auth_on_snapshots_need_a_token_that_may_subscribe() {
+    let srv = TestServer::start_with(|_, g| g.auth.jwt_secret = Some(JWT_SECRET.into())).await;
+    publish_http(srv.addr, "secret.x", json!({"p":42})).await;
+    let path = "/api/snapshot?topics=secret.x";
+    // No token: a stranger reads no price.
+    let (s, b) = http(srv.addr, "GET", path, &[], b"").await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{b}"
+    );
+    let bad = format!(
+        "Bearer {}",
+        jwt(json!({"sub":"x","exp":1,"subscribe":[">"]}))
+    );
+    let (s, b) = http(srv.addr, "GET", path, &[("Authorization", &bad)], b"").await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{b}"
+    );
+    // A token whose rights do not cover the topic.
+    let exp = tickwire_testkit::now_s() + 3600;
+    let other = format!(
+        "Bearer {}",
+        jwt(json!({"sub":"x","exp":exp,"subscribe":["crypto.>"]}))
+    );
+    let (s, b) = http(srv.addr, "GET", path, &[("Authorization", &other)], b"").await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (403, Some("forbidden")),
+        "{b}"
+    );
+    // A token that may subscribe to it, and a publisher key.
+    let good = format!(
+        "Bearer {}",
+        jwt(json!({"sub":"x","exp":exp,"subscribe":["secret.*"]}))
+    );
+    let key = format!("Bearer {KEY}");
+    for auth in [&good, &key] {
+        let (s, b) = http(srv.addr, "GET", path, &[("Authorization", auth)], b"").await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(parse(&b)["snapshots"][0]["data"], json!({"p":42}), "{b}");
+    }
+}

@@ -441,6 +441,21 @@ fn topics(gw: &Gateway) -> Response {
 }
 
 fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
+    // With auth on, a snapshot is a subscribe's first answer: it needs a
+    // token whose subscribe rights cover every topic asked for.
+    let principal = if gw.auth.required() {
+        let unauthorized = |m: &str| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m, None);
+        match bearer(req) {
+            Err(m) => return unauthorized(m),
+            Ok(None) => return unauthorized("auth is on: give 'Authorization: Bearer <token>'"),
+            Ok(Some(t)) => match gw.auth.verify(t) {
+                Ok(p) => Some(p),
+                Err(e) => return unauthorized(&e.to_string()),
+            },
+        }
+    } else {
+        None
+    };
     let query = req.uri().query().unwrap_or("");
     let list = query
         .split('&')
@@ -469,6 +484,17 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
             StatusCode::BAD_REQUEST,
             "bad_request",
             "give ?topics=a,b",
+            None,
+        );
+    }
+    if let Some(p) = &principal
+        && let Some(t) = topics.iter().find(|t| !p.subscribe.allows_topic(t))
+    {
+        gw.metrics.error(ErrorCode::Forbidden.as_str());
+        return json_error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden.as_str(),
+            &format!("not allowed to subscribe to '{t}'"),
             None,
         );
     }
