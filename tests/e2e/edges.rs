@@ -276,3 +276,28 @@ async fn with_auth_on_snapshots_need_a_token_that_may_subscribe() {
         assert_eq!(parse(&b)["snapshots"][0]["data"], json!({"p":42}), "{b}");
     }
 }
+
+#[tokio::test]
+async fn a_tiny_max_hz_hurts_neither_its_connection_nor_a_publisher() {
+    let srv = TestServer::start().await;
+    // Above 0, so valid; its interval (1e300 s) is more than a Duration holds.
+    let mut c = srv.client().await;
+    c.subscribe(json!({"op":"subscribe","id":1,"topics":["tiny.>"],"max_hz":1e-300}))
+        .await;
+    // The publish that creates a topic this subscription matches.
+    let seq = publish_http(srv.addr, "tiny.a", json!({"p":1})).await;
+    assert_eq!(seq, 1);
+    let t = c.expect_type("tick").await;
+    assert_eq!(
+        (t["topic"].as_str(), t["seq"].as_u64()),
+        (Some("tiny.a"), Some(1))
+    );
+    // Subscribing so to a topic that exists already.
+    let mut d = srv.client().await;
+    let s = d
+        .subscribe(json!({"op":"subscribe","id":2,"topics":["tiny.*"],"max_hz":5e-324}))
+        .await;
+    assert_eq!(s["id"], 2);
+    let snap = d.expect_type("snapshot").await;
+    assert_eq!(snap["seq"], 1);
+}

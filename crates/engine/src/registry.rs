@@ -314,10 +314,20 @@ fn interval_for(patterns: &VecMap<Pattern, Option<f64>>, topic: &str) -> Option<
         }
     }
     match best {
-        Some(hz) if hz > 0.0 => Some(Duration::from_secs_f64(1.0 / hz)),
+        // A client's max_hz may be as small as a float goes (1e-300): its
+        // interval is capped (from_secs_f64 panicked, in the subscriber's
+        // task or, for a topic created later, in the publisher's).
+        Some(hz) if hz > 0.0 => Some(
+            Duration::try_from_secs_f64(1.0 / hz)
+                .map_or(MAX_GATE_INTERVAL, |d| d.min(MAX_GATE_INTERVAL)),
+        ),
         _ => None,
     }
 }
+
+/// The longest max_hz interval: about 136 years, "never again" for any
+/// connection, and small enough for `Instant` arithmetic.
+const MAX_GATE_INTERVAL: Duration = Duration::from_secs(u32::MAX as u64);
 
 impl SlotInner {
     /// Where `conn` is in `subs`: at `pos` as its connection says, or (were
