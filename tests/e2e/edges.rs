@@ -197,7 +197,12 @@ fn server_socket_states(port: u16, peer: u16) -> Vec<u8> {
 #[tokio::test]
 async fn an_http_client_that_never_reads_its_answer_is_let_go() {
     const ESTABLISHED: u8 = 1;
-    let srv = TestServer::start_with(|_, g| g.write_timeout_ms = 300).await;
+    let srv = TestServer::start_with(|_, g| {
+        g.write_timeout_ms = 300;
+        // Far beyond the wait below: only the write deadline can end it.
+        g.header_read_timeout_ms = 60_000;
+    })
+    .await;
     // Enough topics for a /api/topics answer of about 1 MB, far more than
     // the socket buffers between the broker and the client hold.
     for i in 0..5000 {
@@ -205,9 +210,11 @@ async fn an_http_client_that_never_reads_its_answer_is_let_go() {
         let topic = tickwire_proto::Topic::parse(&name).expect("topic");
         srv.engine().publish(&topic, b"{}").expect("publish");
     }
-    let mut s = tokio::net::TcpStream::connect(srv.addr)
-        .await
-        .expect("connect");
+    // A small receive buffer (set before connect), so the kernel cannot
+    // take the answer in the client's place.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = sock.connect(srv.addr).await.expect("connect");
     let peer = s.local_addr().expect("local addr").port();
     s.write_all(b"GET /api/topics HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
