@@ -349,3 +349,46 @@ async fn a_subscribe_naming_thousands_of_patterns_costs_about_what_its_size_does
         "8000 patterns: {t_many:?}; a since object of the same size: {t_plain:?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_since_costs_the_registry_about_what_its_size_does() {
+    let srv = TestServer::start().await;
+    for i in 0..2000 {
+        let topic = tickwire_proto::Topic::parse(&format!("r.{i}")).expect("topic");
+        srv.engine().publish(&topic, b"{}").expect("publish");
+    }
+    let epoch = srv.engine().epoch().to_owned();
+    let mut c = srv.client().await;
+    // A recovery of `r.>` (2000 topics) naming 6000 topics the broker does
+    // not have, against the same recovery naming one: the engine looked up
+    // each matched topic in the whole `since` list, under its registry lock
+    // (every publish waits for it).
+    let with_since = |n: usize| {
+        let mut since = serde_json::Map::new();
+        for i in 0..n {
+            since.insert(format!("q{i}"), json!(1));
+        }
+        json!({"op":"subscribe","id":1,"topics":["r.>"],"since":since,"epoch":epoch,"snapshot":false})
+            .to_string()
+    };
+    let undo = || Some(json!({"op":"unsubscribe","topics":["r.>"]}));
+    let mut quickest = async |msg: &str| {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            c.send_text(msg).await;
+            c.expect_type("subscribed").await;
+            best = best.min(t.elapsed());
+            c.barrier("b").await;
+            c.send(undo().unwrap()).await;
+            c.expect_type("unsubscribed").await;
+        }
+        best
+    };
+    let t_one = quickest(&with_since(1)).await;
+    let t_long = quickest(&with_since(6000)).await;
+    assert!(
+        t_long < t_one * 4 + Duration::from_millis(40),
+        "since of 6000 topics: {t_long:?}; of one: {t_one:?}"
+    );
+}

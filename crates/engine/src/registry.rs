@@ -772,6 +772,22 @@ impl Engine {
         }
         cs.topics.add_counts(counted, add_refs);
         let asked_recovery = req.epoch.is_some() || !req.epochs.is_empty() || !req.since.is_empty();
+        // Looked up once per matched topic, under the registry lock: by hash,
+        // not by a walk of the whole list (6000 entries by 2000 topics held
+        // every publish back ~140 ms in a debug build).
+        // (Built backwards: the first of two entries for a topic wins, as before.)
+        let since_of: HashMap<&str, u64> = req
+            .since
+            .iter()
+            .rev()
+            .map(|(t, q)| (t.as_str(), *q))
+            .collect();
+        let epoch_of: HashMap<&str, &str> = req
+            .epochs
+            .iter()
+            .rev()
+            .map(|(t, e)| (t.as_str(), e.as_str()))
+            .collect();
         let mut recovered = true;
         let mut replayed = false;
         let now = Instant::now();
@@ -787,20 +803,10 @@ impl Engine {
             // client saw nothing of (it was born while the client was away, or
             // never had a value): it is recovered only by replaying it from
             // seq 1, else it gets a snapshot and the reply says false.
-            let since = req
-                .since
-                .iter()
-                .find(|(t, _)| t.as_str() == topic)
-                .map(|(_, seq)| *seq)
-                .or(asked_recovery.then_some(0));
+            let since = since_of.get(topic).copied().or(asked_recovery.then_some(0));
             let mut send_snapshot = req.snapshot;
             if let Some(since) = since {
-                let want = req
-                    .epochs
-                    .iter()
-                    .find(|(t, _)| t.as_str() == topic)
-                    .map(|(_, e)| e.as_str())
-                    .or(req.epoch.as_deref());
+                let want = epoch_of.get(topic).copied().or(req.epoch.as_deref());
                 let epoch_ok = want == Some(&*s.epoch);
                 let oldest = s.history.front().map_or(s.seq + 1, |(q, _)| *q);
                 // The replay is queued at once while the writer is held back:
