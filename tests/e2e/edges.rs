@@ -392,3 +392,37 @@ async fn a_long_since_costs_the_registry_about_what_its_size_does() {
         "since of 6000 topics: {t_long:?}; of one: {t_one:?}"
     );
 }
+
+#[tokio::test]
+async fn a_token_without_publish_rights_is_forbidden_to_publish_as_over_http() {
+    let srv = TestServer::start_with(|_, g| g.auth.jwt_secret = Some(JWT_SECRET.into())).await;
+    let exp = tickwire_testkit::now_s() + 3600;
+    let token = jwt(json!({"sub":"reader","exp":exp,"subscribe":[">"]}));
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","token":token})).await;
+    c.expect_type("authenticated").await;
+    c.send(json!({"op":"publish","id":"p","topic":"ro.x","data":{}}))
+        .await;
+    let e = c.expect_type("error").await;
+    // PROTOCOL.md: `forbidden` when the token does not allow the publish
+    // (`unauthorized` is for no token); HTTP answers 403 `forbidden` too.
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("forbidden"), Some("p")),
+        "{e}"
+    );
+    let auth = format!("Bearer {token}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        br#"{"topic":"ro.x","data":{}}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (403, Some("forbidden")),
+        "{b}"
+    );
+}
