@@ -426,3 +426,40 @@ async fn a_token_without_publish_rights_is_forbidden_to_publish_as_over_http() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn deeply_nested_json_is_a_bad_request_not_a_crash() {
+    let srv = TestServer::start().await;
+    let mut c = srv.publisher().await;
+    // 30,000 nested arrays in 60 KB: parsed and dropped recursively, they
+    // overflowed the stack, which aborts the whole broker.
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    c.send_text(&deep).await;
+    let e = c.expect_type("error").await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let msg = format!(r#"{{"op":"publish","id":1,"topic":"deep.x","data":{{"a":{deep}}}}}"#);
+    c.send_text(&msg).await;
+    // Refused before it is read, like a message that is not JSON: no id.
+    let e = c.expect_type("error").await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let auth = format!("Bearer {KEY}");
+    let body = format!(r#"{{"topic":"deep.x","data":{{"a":{deep}}}}}"#);
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (400, Some("bad_request")),
+        "{b}"
+    );
+    // Nesting a tick may well have still goes through.
+    let nested = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+    let msg = format!(r#"{{"op":"publish","id":2,"topic":"deep.x","data":{{"a":{nested}}}}}"#);
+    c.send_text(&msg).await;
+    assert_eq!(c.expect_type("ack").await["id"], 2);
+}

@@ -5,7 +5,7 @@ use std::ops::Range;
 use simd_json::prelude::*;
 use simd_json::{BorrowedValue, StaticNode};
 
-use crate::scan::{member_span, tokens_strict};
+use crate::scan::{depth_within, member_span, tokens_strict};
 use crate::topic::{Pattern, Topic};
 
 /// A request id as the client sent it, kept as JSON text so it is echoed exactly
@@ -281,6 +281,21 @@ fn publish_fields(
     Ok((topic, data))
 }
 
+/// How deep a message's arrays and objects may nest: far more than any
+/// message or tick needs, far less than what overflows a thread's stack.
+const MAX_JSON_DEPTH: usize = 128;
+
+fn check_depth(input: &[u8]) -> Result<(), ParseError> {
+    if depth_within(input, MAX_JSON_DEPTH) {
+        Ok(())
+    } else {
+        Err(bad(
+            &None,
+            format!("JSON nested more than {MAX_JSON_DEPTH} levels deep"),
+        ))
+    }
+}
+
 /// Parses one publish body of `POST /api/publish`: `{"topic":..,"data":{..}}`,
 /// with an optional `"op":"publish"`. `data` is a range into `input`.
 ///
@@ -290,6 +305,7 @@ pub fn parse_publish(
     input: &[u8],
     scratch: &mut Vec<u8>,
 ) -> Result<(Topic, Range<usize>), ParseError> {
+    check_depth(input)?;
     scratch.clear();
     scratch.extend_from_slice(input);
     let v =
@@ -315,6 +331,7 @@ pub fn parse_publish(
 /// [`ParseError`] with the code and message to send back; the request's `id`
 /// is filled in whenever it could be read.
 pub fn parse_client(input: &[u8], scratch: &mut Vec<u8>) -> Result<ClientMsg, ParseError> {
+    check_depth(input)?;
     scratch.clear();
     scratch.extend_from_slice(input);
     let v =
