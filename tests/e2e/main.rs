@@ -4,6 +4,7 @@ mod auth;
 mod backpressure;
 mod conformance;
 mod conformance_audit;
+mod edges;
 mod errors;
 mod heartbeat;
 mod http_api;

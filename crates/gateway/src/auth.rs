@@ -86,7 +86,13 @@ pub struct Auth {
 impl Auth {
     pub fn new(cfg: &AuthConfig) -> Auth {
         Auth {
-            keys: cfg.publisher_keys.iter().cloned().collect(),
+            // An empty key would make the empty token a publisher's.
+            keys: cfg
+                .publisher_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
             jwt_secret: cfg.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             origins: cfg.allowed_origins.clone(),
         }

@@ -18,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::Gateway;
 use crate::auth::{Principal, Rights};
+use crate::deadline::WriteDeadline;
 use crate::metrics::ReasonLabel;
 use crate::transport::Stream;
 
@@ -209,16 +210,21 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
         // hyper hands back the stream it served, plain or TLS, with any bytes
         // it read past the upgrade request.
         let upgraded = ws.into_inner().into_inner();
-        let (mut stream, pre) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => (Stream::Tcp(p.io.into_inner()), p.read_buf),
-            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-                Ok(p) => (Stream::Tls(Box::new(p.io.into_inner())), p.read_buf),
-                Err(_) => {
-                    gw.release_ip(peer.ip());
-                    tracing::error!("upgraded stream is neither TCP nor TLS");
-                    return;
+        let (mut stream, pre) = match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+            Ok(p) => (Stream::Tcp(p.io.into_inner().into_inner()), p.read_buf),
+            Err(upgraded) => {
+                match upgraded.downcast::<TokioIo<WriteDeadline<TlsStream<TcpStream>>>>() {
+                    Ok(p) => (
+                        Stream::Tls(Box::new(p.io.into_inner().into_inner())),
+                        p.read_buf,
+                    ),
+                    Err(_) => {
+                        gw.release_ip(peer.ip());
+                        tracing::error!("upgraded stream is neither TCP nor TLS");
+                        return;
+                    }
                 }
-            },
+            }
         };
         // `pre` is a view into hyper's read buffer (8 KiB): kept, it would keep
         // that buffer alive for the connection's whole life. Moved into this
@@ -291,9 +297,15 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             let m = format!("body over {} bytes", gw.cfg.max_http_body_bytes);
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &m, None);
+        }
+        // A body hyper could not read (bad chunked encoding, a cut stream):
+        // the request's fault, not its size.
+        Err(e) => {
+            let m = format!("cannot read the body: {e}");
+            return json_error(StatusCode::BAD_REQUEST, "bad_request", &m, None);
         }
     };
     let lines: Vec<(usize, &[u8])> = if ndjson {
@@ -356,6 +368,28 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         }
         parsed.push((topic, data));
     }
+    // The topics the request would create must fit under max_topics, checked
+    // before anything is published: a line refused while publishing would
+    // leave the lines before it published. (Topics another publisher creates
+    // meanwhile can still fill the registry: the error after publishing.)
+    let room = gw
+        .engine
+        .config()
+        .max_topics
+        .saturating_sub(gw.engine.topic_count());
+    let mut new = std::collections::HashSet::new();
+    for (i, (topic, _)) in parsed.iter().enumerate() {
+        if !gw.engine.has_topic(topic) && new.insert(topic.as_str()) && new.len() > room {
+            let e = tickwire_engine::PublishError::TooManyTopics(gw.engine.config().max_topics);
+            gw.metrics.error(ErrorCode::BadRequest.as_str());
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest.as_str(),
+                &e.to_string(),
+                Some(lines[i].0),
+            );
+        }
+    }
     let mut seqs = Vec::with_capacity(parsed.len());
     let published = {
         // Corked (nothing awaits in this block): idle subscribers get the
@@ -373,7 +407,7 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
     };
     if let Err((i, e)) = published {
         return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::BAD_REQUEST,
             "bad_request",
             &e.to_string(),
             Some(lines[i].0),
@@ -407,13 +441,31 @@ fn topics(gw: &Gateway) -> Response {
 }
 
 fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
+    // With auth on, a snapshot is a subscribe's first answer: it needs a
+    // token whose subscribe rights cover every topic asked for.
+    let principal = if gw.auth.required() {
+        let unauthorized = |m: &str| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m, None);
+        match bearer(req) {
+            Err(m) => return unauthorized(m),
+            Ok(None) => return unauthorized("auth is on: give 'Authorization: Bearer <token>'"),
+            Ok(Some(t)) => match gw.auth.verify(t) {
+                Ok(p) => Some(p),
+                Err(e) => return unauthorized(&e.to_string()),
+            },
+        }
+    } else {
+        None
+    };
     let query = req.uri().query().unwrap_or("");
     let list = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("topics="))
         .unwrap_or("");
     let mut topics = Vec::new();
-    for t in list.split(',').filter(|t| !t.is_empty()) {
+    // Each topic once: a short query naming one topic thousands of times
+    // would otherwise build thousands of copies of its value.
+    let mut seen = std::collections::HashSet::new();
+    for t in list.split(',').filter(|t| !t.is_empty() && seen.insert(*t)) {
         // Topics use no characters that need percent-decoding.
         match Topic::parse(t) {
             Ok(t) => topics.push(t),
@@ -432,6 +484,17 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
             StatusCode::BAD_REQUEST,
             "bad_request",
             "give ?topics=a,b",
+            None,
+        );
+    }
+    if let Some(p) = &principal
+        && let Some(t) = topics.iter().find(|t| !p.subscribe.allows_topic(t))
+    {
+        gw.metrics.error(ErrorCode::Forbidden.as_str());
+        return json_error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden.as_str(),
+            &format!("not allowed to subscribe to '{t}'"),
             None,
         );
     }

@@ -8,6 +8,7 @@
 //! * `config`: [`GatewayConfig`] and [`AuthConfig`]
 //! * `http`: routes, the JSON API, static files
 //! * `connection`: one WebSocket connection's shared state and lifetime
+//! * `deadline`: HTTP writes with a deadline (hyper has none)
 //! * `frame`: client frames off the wire, buffers sized on demand
 //! * `reader`: messages in, frame hygiene, control messages to the engine
 //! * `writer`: batches out, heartbeats, deadlines, the close handshake
@@ -19,6 +20,7 @@
 mod auth;
 mod config;
 mod connection;
+mod deadline;
 mod frame;
 mod http;
 mod jwt;
@@ -239,7 +241,13 @@ impl Gateway {
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(self.cfg.header_read_timeout_ms))
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection(
+                TokioIo::new(deadline::WriteDeadline::new(
+                    stream,
+                    Duration::from_millis(self.cfg.write_timeout_ms),
+                )),
+                svc,
+            )
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {

@@ -521,7 +521,9 @@ impl Reader {
             ClientMsg::Publish { id, topic, data } => {
                 let principal = self.principal.as_ref().expect("set above");
                 if !principal.publish.allows_topic(&topic) {
-                    let (code, m) = if principal.publish == crate::auth::Rights::None {
+                    // No token at all: unauthorized; a token that does not
+                    // allow it: forbidden (PROTOCOL.md, and 403 over HTTP).
+                    let (code, m) = if Arc::ptr_eq(principal, &ANONYMOUS) {
                         (
                             ErrorCode::Unauthorized,
                             "publishing needs a publisher key or a token with publish rights"

@@ -67,7 +67,10 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 /// The instant of a token expiry given in seconds since the Unix epoch.
 fn expiry_instant(exp_s: u64) -> Instant {
     let now_ms = tickwire_proto::now_ms();
-    Instant::now() + Duration::from_millis((exp_s * 1000).saturating_sub(now_ms))
+    // Saturating: `exp` is whatever the token's issuer signed, up to
+    // u64::MAX ("never"); a plain product overflowed (a panic, or in release
+    // a wrapped, early expiry).
+    Instant::now() + Duration::from_millis(exp_s.saturating_mul(1000).saturating_sub(now_ms))
 }
 
 fn far_future() -> Instant {

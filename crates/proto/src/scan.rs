@@ -118,6 +118,34 @@ pub(crate) fn member_span(b: &[u8], key: &str) -> Option<Range<usize>> {
 /// subscriber byte for byte, so it gets this strict second look; nesting and
 /// separators were checked by simd-json. Found by the cargo-afl target in
 /// `fuzz/` (docs/security.md).
+/// Whether the arrays and objects of `b` nest at most `max` deep (brackets
+/// inside strings do not count). One pass, no stack: it runs before
+/// simd-json, which builds and drops values recursively (a message of 30,000
+/// nested arrays overflowed the stack, and that aborts the process).
+pub(crate) fn depth_within(b: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < b.len() {
+        match (in_string, b[i]) {
+            (true, b'\\') => i += 1,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            (false, _) => {}
+        }
+        i += 1;
+    }
+    true
+}
+
 pub(crate) fn tokens_strict(b: &[u8]) -> bool {
     let mut i = 0;
     while i < b.len() {
@@ -208,7 +236,7 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{member_span, tokens_strict};
+    use super::{depth_within, member_span, tokens_strict};
 
     #[test]
     fn strict_tokens_catch_what_simd_json_lets_through() {
@@ -258,6 +286,15 @@ mod tests {
         let s = "{ \"d\\u0061ta\" :\n { \"a\" : 1 } , \"x\":true }";
         assert_eq!(get(s, "data"), Some("{ \"a\" : 1 }"));
         assert_eq!(get(s, "x"), Some("true"));
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert!(depth_within(br#"{"a":[[1]]}"#, 3));
+        assert!(!depth_within(br#"{"a":[[1]]}"#, 2));
+        // Brackets in strings, escaped quotes included, do not count.
+        assert!(depth_within(br#"{"a":"[[[\"[[[","b":1}"#, 1));
+        assert!(!depth_within(&[b'['; 30_000], 128));
     }
 
     #[test]

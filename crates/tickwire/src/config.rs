@@ -117,6 +117,9 @@ impl Config {
         if o.no_demo_feed {
             c.demo_feed = false;
         }
+        if o.publisher_keys.iter().any(String::is_empty) {
+            bail!("--publisher-key: a key may not be empty");
+        }
         c.auth
             .publisher_keys
             .extend(o.publisher_keys.iter().cloned());
@@ -192,7 +195,15 @@ impl Config {
                     for (k, v) in t {
                         match k.as_str() {
                             "publisher_keys" => {
-                                self.auth.publisher_keys = strings(v, "auth.publisher_keys", path)?
+                                let keys = strings(v, "auth.publisher_keys", path)?;
+                                if keys.iter().any(String::is_empty) {
+                                    // `{"op":"auth","token":""}` would match it.
+                                    bail!(
+                                        "key `auth.publisher_keys` in {}: a key may not be empty",
+                                        path.display()
+                                    );
+                                }
+                                self.auth.publisher_keys = keys;
                             }
                             "allowed_origins" => {
                                 self.auth.allowed_origins =
@@ -284,6 +295,11 @@ impl Config {
             "max_message_bytes",
             "max_connections",
             "max_topics",
+            // 0 would refuse every client (503, 413, 4500), or drop requests.
+            "max_connections_per_ip",
+            "max_http_body_bytes",
+            "auth_timeout_ms",
+            "header_read_timeout_ms",
         ] {
             if l(k) == 0 {
                 bail!("key `limits.{k}`{}: must be above 0", self.where_());
@@ -430,7 +446,11 @@ mod tests {
     fn load_file(text: &str, env: &[(&str, &str)]) -> Result<Config> {
         let dir = std::env::temp_dir().join(format!("tickwire-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("c{}.toml", text.len()));
+        // One file per call: tests run in parallel, and two texts of one
+        // length used to share a file.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("c{n}.toml"));
         std::fs::write(&path, text).unwrap();
         let env: Vec<(String, String)> = env
             .iter()
@@ -548,6 +568,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster.queue_capacity"), "{e}");
+    }
+
+    #[test]
+    fn limits_that_would_refuse_every_client_are_errors() {
+        // 0 here would refuse every upgrade (503), every publish body (413),
+        // every `auth` message (4500), or drop a request whose head comes in
+        // two reads.
+        for k in [
+            "max_connections_per_ip",
+            "max_http_body_bytes",
+            "auth_timeout_ms",
+            "header_read_timeout_ms",
+        ] {
+            let e = load_file(&format!("[limits]\n{k} = 0\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("limits.{k}")) && e.contains(".toml"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_publisher_key_is_an_error() {
+        // An empty key would let `{"op":"auth","token":""}` publish.
+        let e = load_file("[auth]\npublisher_keys = [\"k1\", \"\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auth.publisher_keys") && e.contains(".toml"),
+            "{e}"
+        );
+        let e = Config::load(
+            &Overrides {
+                publisher_keys: vec![String::new()],
+                ..Default::default()
+            },
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--publisher-key"), "{e}");
     }
 
     #[test]

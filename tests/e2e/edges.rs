@@ -1,0 +1,465 @@
+//! The broker's edges: HTTP API errors and limits, tokens at the extremes.
+//! Each test drives a real client against a broker on 127.0.0.1:0.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tickwire_testkit::{Client, JWT_SECRET, KEY, TestServer, WAIT, http, jwt, publish_http};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Writes `request` as is on a new connection and reads the whole answer.
+async fn raw_http(srv: &TestServer, request: &[u8]) -> String {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(srv.addr)
+            .await
+            .expect("connect");
+        s.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("answered in time")
+}
+
+#[tokio::test]
+async fn a_token_that_expires_in_the_far_future_keeps_its_connection() {
+    let srv = TestServer::start_with(|_, g| g.auth.jwt_secret = Some(JWT_SECRET.into())).await;
+    let mut c = Client::connect(&srv.ws_url(), &[]).await.expect("connect");
+    c.expect_type("welcome").await;
+    let token = jwt(json!({"sub":"forever","exp":u64::MAX,"subscribe":[">"]}));
+    c.send(json!({"op":"auth","id":1,"token":token})).await;
+    let a = c.expect_type("authenticated").await;
+    assert_eq!(a["sub"], "forever");
+    // The writer arms its expiry timer from `exp`: the connection goes on.
+    c.subscribe(json!({"op":"subscribe","id":2,"topics":["far.x"]}))
+        .await;
+    let seq = publish_http(srv.addr, "far.x", json!({"p":1})).await;
+    let t = c.expect_type("tick").await;
+    assert_eq!(t["seq"], seq);
+}
+
+#[tokio::test]
+async fn a_snapshot_names_each_topic_once_however_often_it_is_asked_for() {
+    let srv = TestServer::start().await;
+    let big = "x".repeat(4000);
+    publish_http(srv.addr, "dup.a", json!({ "p": big })).await;
+    // 1000 times the same topic in a 6 KB query: one snapshot, not 1000
+    // copies of its 4 KB value (4 MB built for one small request).
+    let list = vec!["dup.a"; 1000].join(",");
+    let (s, body) = http(
+        srv.addr,
+        "GET",
+        &format!("/api/snapshot?topics={list}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let v = parse(&body);
+    let snaps = v["snapshots"].as_array().expect("snapshots");
+    assert_eq!(snaps.len(), 1, "{} snapshots", snaps.len());
+    assert_eq!(snaps[0]["topic"], "dup.a");
+}
+
+#[tokio::test]
+async fn a_broken_chunked_body_is_a_bad_request_not_too_large() {
+    let srv = TestServer::start().await;
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let resp = raw_http(&srv, req.as_bytes()).await;
+    let status = resp.split(' ').nth(1).unwrap_or("");
+    assert_eq!(status, "400", "{resp}");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(body.contains("\"bad_request\""), "{resp}");
+    // A body over the limit is still 413, chunked or not.
+    let srv = TestServer::start_with(|_, g| g.max_http_body_bytes = 100).await;
+    let data = format!(
+        "{{\"topic\":\"a\",\"data\":{{\"p\":\"{}\"}}}}",
+        "x".repeat(200)
+    );
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{data}\r\n0\r\n\r\n",
+        data.len()
+    );
+    let resp = raw_http(&srv, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("\"payload_too_large\""), "{resp}");
+    let auth = format!("Bearer {KEY}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        data.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+}
+
+#[tokio::test]
+async fn an_ndjson_batch_over_max_topics_publishes_nothing() {
+    let srv = TestServer::start_with(|e, _| e.max_topics = 2).await;
+    publish_http(srv.addr, "cap.a", json!({"p":1})).await;
+    let body = "{\"topic\":\"cap.a\",\"data\":{\"p\":2}}\n{\"topic\":\"cap.b\",\"data\":{\"p\":1}}\n{\"topic\":\"cap.c\",\"data\":{\"p\":1}}\n";
+    let auth = format!("Bearer {KEY}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        body.as_bytes(),
+    )
+    .await;
+    let v = parse(&b);
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        (v["error"].as_str(), v["line"].as_u64()),
+        (Some("bad_request"), Some(3))
+    );
+    // Nothing of the batch went in: cap.a is still at seq 1, cap.b unknown.
+    let (_, b) = http(
+        srv.addr,
+        "GET",
+        "/api/snapshot?topics=cap.a,cap.b",
+        &[],
+        b"",
+    )
+    .await;
+    let v = parse(&b);
+    assert_eq!(v["snapshots"].as_array().map(Vec::len), Some(1), "{b}");
+    assert_eq!(v["snapshots"][0]["seq"], 1, "{b}");
+}
+
+#[tokio::test]
+async fn an_empty_token_is_never_a_publisher_key() {
+    // A configuration that let an empty key through must not make the empty
+    // token a publisher's.
+    let srv = TestServer::start_with(|_, g| g.auth.publisher_keys.push(String::new())).await;
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","id":1,"token":""})).await;
+    let e = c.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
+        (Some("error"), Some("unauthorized"), Some(1)),
+        "{e}"
+    );
+    c.send(json!({"op":"publish","id":2,"topic":"empty.key","data":{"p":1}}))
+        .await;
+    let e = c.recv().await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("unauthorized"), Some(2)),
+        "{e}"
+    );
+}
+
+/// TCP states of the broker's sockets (local port `port`) to the peer port `peer`.
+fn server_socket_states(port: u16, peer: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let port_of = |c: Option<&&str>| {
+                c.and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if port_of(cols.get(1)) == Some(port) && port_of(cols.get(2)) == Some(peer) {
+                out.push(
+                    cols.get(3)
+                        .and_then(|s| u8::from_str_radix(s, 16).ok())
+                        .unwrap_or(0),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_http_client_that_never_reads_its_answer_is_let_go() {
+    const ESTABLISHED: u8 = 1;
+    let srv = TestServer::start_with(|_, g| {
+        g.write_timeout_ms = 300;
+        // Far beyond the wait below: only the write deadline can end it.
+        g.header_read_timeout_ms = 60_000;
+    })
+    .await;
+    // Enough topics for a /api/topics answer of about 1 MB, far more than
+    // the socket buffers between the broker and the client hold.
+    for i in 0..5000 {
+        let name = format!("stall.{i}.{}", "x".repeat(100));
+        let topic = tickwire_proto::Topic::parse(&name).expect("topic");
+        srv.engine().publish(&topic, b"{}").expect("publish");
+    }
+    // A small receive buffer (set before connect), so the kernel cannot
+    // take the answer in the client's place.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = sock.connect(srv.addr).await.expect("connect");
+    let peer = s.local_addr().expect("local addr").port();
+    s.write_all(b"GET /api/topics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The client reads nothing: the broker's write stalls, and after
+    // write_timeout_ms it gives the connection (and its answer) up.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        every.tick().await;
+        let states = server_socket_states(srv.addr.port(), peer);
+        if !states.contains(&ESTABLISHED) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker still holds the connection: {states:?}"
+        );
+    }
+    drop(s);
+}
+
+#[tokio::test]
+async fn with_auth_on_snapshots_need_a_token_that_may_subscribe() {
+    let srv = TestServer::start_with(|_, g| g.auth.jwt_secret = Some(JWT_SECRET.into())).await;
+    publish_http(srv.addr, "secret.x", json!({"p":42})).await;
+    let path = "/api/snapshot?topics=secret.x";
+    // No token: a stranger reads no price.
+    let (s, b) = http(srv.addr, "GET", path, &[], b"").await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{b}"
+    );
+    let bad = format!(
+        "Bearer {}",
+        jwt(json!({"sub":"x","exp":1,"subscribe":[">"]}))
+    );
+    let (s, b) = http(srv.addr, "GET", path, &[("Authorization", &bad)], b"").await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{b}"
+    );
+    // A token whose rights do not cover the topic.
+    let exp = tickwire_testkit::now_s() + 3600;
+    let other = format!(
+        "Bearer {}",
+        jwt(json!({"sub":"x","exp":exp,"subscribe":["crypto.>"]}))
+    );
+    let (s, b) = http(srv.addr, "GET", path, &[("Authorization", &other)], b"").await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (403, Some("forbidden")),
+        "{b}"
+    );
+    // A token that may subscribe to it, and a publisher key.
+    let good = format!(
+        "Bearer {}",
+        jwt(json!({"sub":"x","exp":exp,"subscribe":["secret.*"]}))
+    );
+    let key = format!("Bearer {KEY}");
+    for auth in [&good, &key] {
+        let (s, b) = http(srv.addr, "GET", path, &[("Authorization", auth)], b"").await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(parse(&b)["snapshots"][0]["data"], json!({"p":42}), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn a_tiny_max_hz_hurts_neither_its_connection_nor_a_publisher() {
+    let srv = TestServer::start().await;
+    // Above 0, so valid; its interval (1e300 s) is more than a Duration holds.
+    let mut c = srv.client().await;
+    c.subscribe(json!({"op":"subscribe","id":1,"topics":["tiny.>"],"max_hz":1e-300}))
+        .await;
+    // The publish that creates a topic this subscription matches.
+    let seq = publish_http(srv.addr, "tiny.a", json!({"p":1})).await;
+    assert_eq!(seq, 1);
+    let t = c.expect_type("tick").await;
+    assert_eq!(
+        (t["topic"].as_str(), t["seq"].as_u64()),
+        (Some("tiny.a"), Some(1))
+    );
+    // Subscribing so to a topic that exists already.
+    let mut d = srv.client().await;
+    let s = d
+        .subscribe(json!({"op":"subscribe","id":2,"topics":["tiny.*"],"max_hz":5e-324}))
+        .await;
+    assert_eq!(s["id"], 2);
+    let snap = d.expect_type("snapshot").await;
+    assert_eq!(snap["seq"], 1);
+}
+
+/// The shortest of three round trips of `msg` to its first reply.
+async fn quickest_reply(c: &mut Client, msg: &str, undo: Option<Value>) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        c.send_text(msg).await;
+        c.recv().await;
+        best = best.min(t.elapsed());
+        if let Some(u) = &undo {
+            c.send(u.clone()).await;
+            c.expect_type("unsubscribed").await;
+        }
+    }
+    best
+}
+
+#[tokio::test]
+async fn a_subscribe_naming_thousands_of_patterns_costs_about_what_its_size_does() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    // A 60 KB subscribe of 8000 patterns (refused: over 1024), against one
+    // of about the same size whose bulk is a `since` object: reading either
+    // is linear in its size, so neither holds a thread for long. (Duplicate
+    // patterns were found by comparing each with all before it: 8000 took
+    // about 100 times as long as the other.)
+    let topics: Vec<String> = (0..8000).map(|i| format!("a{i}")).collect();
+    let many = json!({"op":"subscribe","id":1,"topics":topics}).to_string();
+    let mut since = serde_json::Map::new();
+    for i in 0..6000 {
+        since.insert(format!("q{i}"), json!(1));
+    }
+    let plain = json!({"op":"subscribe","id":2,"topics":["zz"],"since":since}).to_string();
+    let undo = json!({"op":"unsubscribe","topics":["zz"]});
+    let t_plain = quickest_reply(&mut c, &plain, Some(undo)).await;
+    let t_many = quickest_reply(&mut c, &many, None).await;
+    assert!(
+        t_many < t_plain * 10 + Duration::from_millis(20),
+        "8000 patterns: {t_many:?}; a since object of the same size: {t_plain:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_since_costs_the_registry_about_what_its_size_does() {
+    let srv = TestServer::start().await;
+    for i in 0..2000 {
+        let topic = tickwire_proto::Topic::parse(&format!("r.{i}")).expect("topic");
+        srv.engine().publish(&topic, b"{}").expect("publish");
+    }
+    let epoch = srv.engine().epoch().to_owned();
+    let mut c = srv.client().await;
+    // A recovery of `r.>` (2000 topics) naming 6000 topics the broker does
+    // not have, against the same recovery naming one: the engine looked up
+    // each matched topic in the whole `since` list, under its registry lock
+    // (every publish waits for it).
+    let with_since = |n: usize| {
+        let mut since = serde_json::Map::new();
+        for i in 0..n {
+            since.insert(format!("q{i}"), json!(1));
+        }
+        json!({"op":"subscribe","id":1,"topics":["r.>"],"since":since,"epoch":epoch,"snapshot":false})
+            .to_string()
+    };
+    let undo = || Some(json!({"op":"unsubscribe","topics":["r.>"]}));
+    let mut quickest = async |msg: &str| {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            c.send_text(msg).await;
+            c.expect_type("subscribed").await;
+            best = best.min(t.elapsed());
+            c.barrier("b").await;
+            c.send(undo().unwrap()).await;
+            c.expect_type("unsubscribed").await;
+        }
+        best
+    };
+    let t_one = quickest(&with_since(1)).await;
+    let t_long = quickest(&with_since(6000)).await;
+    assert!(
+        t_long < t_one * 4 + Duration::from_millis(40),
+        "since of 6000 topics: {t_long:?}; of one: {t_one:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_publish_rights_is_forbidden_to_publish_as_over_http() {
+    let srv = TestServer::start_with(|_, g| g.auth.jwt_secret = Some(JWT_SECRET.into())).await;
+    let exp = tickwire_testkit::now_s() + 3600;
+    let token = jwt(json!({"sub":"reader","exp":exp,"subscribe":[">"]}));
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","token":token})).await;
+    c.expect_type("authenticated").await;
+    c.send(json!({"op":"publish","id":"p","topic":"ro.x","data":{}}))
+        .await;
+    let e = c.expect_type("error").await;
+    // PROTOCOL.md: `forbidden` when the token does not allow the publish
+    // (`unauthorized` is for no token); HTTP answers 403 `forbidden` too.
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("forbidden"), Some("p")),
+        "{e}"
+    );
+    let auth = format!("Bearer {token}");
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        br#"{"topic":"ro.x","data":{}}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (403, Some("forbidden")),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_a_bad_request_not_a_crash() {
+    let srv = TestServer::start().await;
+    let mut c = srv.publisher().await;
+    // 30,000 nested arrays in 60 KB: parsed and dropped recursively, they
+    // overflowed the stack, which aborts the whole broker.
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    c.send_text(&deep).await;
+    let e = c.expect_type("error").await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let msg = format!(r#"{{"op":"publish","id":1,"topic":"deep.x","data":{{"a":{deep}}}}}"#);
+    c.send_text(&msg).await;
+    // Refused before it is read, like a message that is not JSON: no id.
+    let e = c.expect_type("error").await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let auth = format!("Bearer {KEY}");
+    let body = format!(r#"{{"topic":"deep.x","data":{{"a":{deep}}}}}"#);
+    let (s, b) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (s, parse(&b)["error"].as_str()),
+        (400, Some("bad_request")),
+        "{b}"
+    );
+    // Nesting a tick may well have still goes through.
+    let nested = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+    let msg = format!(r#"{{"op":"publish","id":2,"topic":"deep.x","data":{{"a":{nested}}}}}"#);
+    c.send_text(&msg).await;
+    assert_eq!(c.expect_type("ack").await["id"], 2);
+}
