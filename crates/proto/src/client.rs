@@ -305,7 +305,7 @@ fn publish_fields(
 
 /// How deep a message's arrays and objects may nest: far more than any
 /// message or tick needs, far less than what overflows a thread's stack.
-const MAX_JSON_DEPTH: usize = 128;
+pub const MAX_JSON_DEPTH: usize = 128;
 
 fn check_depth(input: &[u8]) -> Result<(), ParseError> {
     if depth_within(input, MAX_JSON_DEPTH) {

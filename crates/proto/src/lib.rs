@@ -16,7 +16,10 @@ pub mod encode;
 mod scan;
 mod topic;
 
-pub use client::{ClientMsg, ErrorCode, Id, ParseError, Subscribe, parse_client, parse_publish};
+pub use client::{
+    ClientMsg, ErrorCode, Id, MAX_JSON_DEPTH, ParseError, Subscribe, parse_client, parse_publish,
+};
+pub use scan::depth_within as json_depth_within;
 pub use topic::{MAX_TOPIC_BYTES, Pattern, Topic, TopicError};
 
 /// Milliseconds since the Unix epoch, as the protocol's `ts` and `server_time`.

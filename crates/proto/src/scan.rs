@@ -108,21 +108,11 @@ pub(crate) fn member_span(b: &[u8], key: &str) -> Option<Range<usize>> {
     }
 }
 
-/// Whether every token of `b` other than structure (strings, numbers,
-/// `true`, `false`, `null`) is well-formed JSON and ends at a delimiter.
-///
-/// simd-json 0.15 (and 0.17) accepts text that is not JSON in its slow paths:
-/// a long number running into other characters (`6000000000000000000x`,
-/// `6210000000000000000000007-5`, `95111112.51111111109.5`) and a literal
-/// followed by NULs (`false\0`). A publisher's `data` goes to every
-/// subscriber byte for byte, so it gets this strict second look; nesting and
-/// separators were checked by simd-json. Found by the cargo-afl target in
-/// `fuzz/` (docs/security.md).
 /// Whether the arrays and objects of `b` nest at most `max` deep (brackets
 /// inside strings do not count). One pass, no stack: it runs before
 /// simd-json, which builds and drops values recursively (a message of 30,000
 /// nested arrays overflowed the stack, and that aborts the process).
-pub(crate) fn depth_within(b: &[u8], max: usize) -> bool {
+pub fn depth_within(b: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut i = 0;
@@ -146,6 +136,16 @@ pub(crate) fn depth_within(b: &[u8], max: usize) -> bool {
     true
 }
 
+/// Whether every token of `b` other than structure (strings, numbers,
+/// `true`, `false`, `null`) is well-formed JSON and ends at a delimiter.
+///
+/// simd-json 0.15 (and 0.17) accepts text that is not JSON in its slow paths:
+/// a long number running into other characters (`6000000000000000000x`,
+/// `6210000000000000000000007-5`, `95111112.51111111109.5`) and a literal
+/// followed by NULs (`false\0`). A publisher's `data` goes to every
+/// subscriber byte for byte, so it gets this strict second look; nesting and
+/// separators were checked by simd-json. Found by the cargo-afl target in
+/// `fuzz/` (docs/security.md).
 pub(crate) fn tokens_strict(b: &[u8]) -> bool {
     let mut i = 0;
     while i < b.len() {

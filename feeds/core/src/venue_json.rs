@@ -13,8 +13,14 @@ use crate::ws::Malformed;
 /// Parses a venue message in place (simd-json rewrites `msg`).
 ///
 /// # Errors
-/// [`Malformed`] when `msg` is not JSON or not an object.
+/// [`Malformed`] when `msg` is not JSON, not an object, or nested deeper
+/// than [`tickwire_proto::MAX_JSON_DEPTH`] (simd-json builds and drops
+/// values recursively: a message of 30,000 nested arrays would overflow the
+/// stack and abort the broker).
 pub fn parse_object(msg: &mut [u8]) -> Result<BorrowedValue<'_>, Malformed> {
+    if !tickwire_proto::json_depth_within(msg, tickwire_proto::MAX_JSON_DEPTH) {
+        return Err(Malformed("JSON nested too deep"));
+    }
     let v = simd_json::to_borrowed_value(msg).map_err(|_| Malformed("not JSON"))?;
     if !v.is_object() {
         return Err(Malformed("not a JSON object"));
@@ -122,5 +128,20 @@ mod tests {
             parse_object(&mut b"".to_vec()).unwrap_err(),
             Malformed("not JSON")
         );
+    }
+
+    #[test]
+    fn a_message_nested_past_the_limit_is_malformed_not_a_crash() {
+        // Well-formed: 30,000 arrays, each closed, in an object.
+        let mut deep = b"{\"a\":".to_vec();
+        deep.extend([b'['; 30_000]);
+        deep.extend([b']'; 30_000]);
+        deep.push(b'}');
+        assert_eq!(
+            parse_object(&mut deep).unwrap_err(),
+            Malformed("JSON nested too deep")
+        );
+        let mut ok = br#"{"a":[[[1]]]}"#.to_vec();
+        assert!(parse_object(&mut ok).is_ok());
     }
 }
