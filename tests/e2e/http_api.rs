@@ -185,3 +185,45 @@ async fn the_dashboard_and_client_library_are_served() {
     assert_eq!(s, 200);
     assert!(b.contains("export"));
 }
+
+/// A browser's `URLSearchParams` encodes `:` and `,` (`fx%3AEUR%2Cfx%3AUSD`):
+/// the query is percent-decoded before it is split into topics.
+#[tokio::test]
+async fn snapshot_topics_may_be_percent_encoded() {
+    let srv = TestServer::start().await;
+    tickwire_testkit::publish_http(srv.addr, "fx:EUR", json!({"price":1.08})).await;
+    tickwire_testkit::publish_http(srv.addr, "fx:USD", json!({"price":1})).await;
+    let (s, b) = http(
+        srv.addr,
+        "GET",
+        "/api/snapshot?topics=fx%3AEUR%2cfx%3AUSD",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let v = parse(&b);
+    let topics: Vec<&str> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["fx:EUR", "fx:USD"]);
+    // A broken escape is the client's error, named.
+    for bad in ["fx%3", "fx%zzEUR", "fx%ff", "fx%+fEUR"] {
+        let (s, b) = http(
+            srv.addr,
+            "GET",
+            &format!("/api/snapshot?topics={bad}"),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(
+            (s, parse(&b)["error"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {b}"
+        );
+    }
+}

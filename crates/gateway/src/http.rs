@@ -38,6 +38,38 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
     respond(status, "application/json", body)
 }
 
+/// Decodes a query value's `%XX` escapes (and `+`, a space in a form's
+/// encoding); `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !s.contains(['%', '+']) {
+        return Some(std::borrow::Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                // Two hex digits: from_str_radix alone would take "+f" too.
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+}
+
 /// `{"error":code,"message":..}` plus `"line":k` when given.
 pub(crate) fn json_error(
     status: StatusCode,
@@ -457,16 +489,24 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
         None
     };
     let query = req.uri().query().unwrap_or("");
-    let list = query
+    let raw = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("topics="))
         .unwrap_or("");
+    // A browser's URLSearchParams sends `fx%3AEUR%2Cfx%3AUSD`.
+    let Some(list) = percent_decode(raw) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "topics: a broken %-escape, or not UTF-8 once decoded",
+            None,
+        );
+    };
     let mut topics = Vec::new();
     // Each topic once: a short query naming one topic thousands of times
     // would otherwise build thousands of copies of its value.
     let mut seen = std::collections::HashSet::new();
     for t in list.split(',').filter(|t| !t.is_empty() && seen.insert(*t)) {
-        // Topics use no characters that need percent-decoding.
         match Topic::parse(t) {
             Ok(t) => topics.push(t),
             Err(e) => {
