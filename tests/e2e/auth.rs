@@ -196,3 +196,41 @@ async fn tokens_in_the_url_are_not_honoured() {
         .await;
     assert_eq!(c.recv().await["code"], "unauthorized");
 }
+
+/// A re-`auth` whose token does not cover what the connection holds is
+/// refused (`forbidden`), and the old token stays in force: its
+/// subscriptions would otherwise outlive its rights (and its expiry).
+#[tokio::test]
+async fn a_reauth_that_does_not_cover_the_subscriptions_held_is_forbidden() {
+    let srv = auth_server().await;
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","token":reader_token()})).await;
+    c.expect_type("authenticated").await;
+    c.subscribe(json!({"op":"subscribe","id":1,"topics":["crypto.*"]}))
+        .await;
+    let narrow = jwt(json!({"sub":"dash","exp":now_s()+7200,"subscribe":["crypto.BTC-USD"]}));
+    c.send(json!({"op":"auth","id":2,"token":narrow})).await;
+    let e = c.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
+        (Some("error"), Some("forbidden"), Some(2)),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("crypto.*"), "{e}");
+    // The old rights still hold: a subscribe they cover is accepted.
+    c.subscribe(json!({"op":"subscribe","id":3,"topics":["crypto.ETH-USD"]}))
+        .await;
+    // Once unsubscribed, the same token is taken.
+    c.send(json!({"op":"unsubscribe","id":4,"topics":["crypto.*","crypto.ETH-USD"]}))
+        .await;
+    c.expect_type("unsubscribed").await;
+    c.send(json!({"op":"auth","id":5,"token":narrow})).await;
+    let a = c.expect_type("authenticated").await;
+    assert_eq!(a["id"], 5);
+    // A token covering what is held is taken at once.
+    c.subscribe(json!({"op":"subscribe","id":6,"topics":["crypto.BTC-USD"]}))
+        .await;
+    c.send(json!({"op":"auth","id":7,"token":reader_token()}))
+        .await;
+    assert_eq!(c.expect_type("authenticated").await["id"], 7);
+}

@@ -488,6 +488,18 @@ impl Engine {
         }
     }
 
+    /// The first of `conn`'s subscribed patterns that `pick` picks, if any
+    /// (e.g. one a new token's rights do not cover).
+    pub fn find_pattern(&self, conn: ConnId, pick: impl Fn(&Pattern) -> bool) -> Option<Pattern> {
+        let reg = self.reg.read();
+        reg.conns
+            .get(&conn)?
+            .patterns
+            .keys()
+            .find(|p| pick(p))
+            .cloned()
+    }
+
     /// Forgets a connection and all its subscriptions.
     pub fn disconnect(&self, conn: ConnId) {
         let mut reg = self.reg.write();

@@ -562,6 +562,22 @@ impl Reader {
             }
             ClientMsg::Auth { id, token } => match self.gw.auth.verify(&token) {
                 Ok(p) => {
+                    // A re-auth may not narrow the rights under what the
+                    // connection holds: those subscriptions would outlive the
+                    // rights (and the expiry) of the token that allowed them.
+                    if self.principal.is_some()
+                        && let Some(held) = self
+                            .gw
+                            .engine
+                            .find_pattern(self.conn.id, |q| !p.subscribe.allows(q))
+                    {
+                        let m = format!(
+                            "the new token does not allow the subscription '{held}' \
+                             (unsubscribe it first); the current token stays in force"
+                        );
+                        self.error(id.as_ref(), ErrorCode::Forbidden, &m);
+                        return None;
+                    }
                     self.conn
                         .expires_at_s
                         .store(p.exp.unwrap_or(0), Ordering::Relaxed);
