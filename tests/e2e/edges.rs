@@ -463,3 +463,39 @@ async fn deeply_nested_json_is_a_bad_request_not_a_crash() {
     c.send_text(&msg).await;
     assert_eq!(c.expect_type("ack").await["id"], 2);
 }
+
+/// A publisher whose body never arrives (whole) is answered 408 within
+/// `header_read_timeout_ms`, not held open for as long as it likes; the
+/// topic gets nothing of it.
+#[tokio::test]
+async fn a_publish_body_that_never_arrives_is_a_timeout() {
+    let srv = TestServer::start_with(|_, g| g.header_read_timeout_ms = 300).await;
+    // Stays connected with half of what Content-Length promised: the answer
+    // comes from the broker's deadline, not from an end of stream.
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n{{\"topic\":\"late.a\","
+    );
+    let mut s = tokio::net::TcpStream::connect(srv.addr)
+        .await
+        .expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answered and closed in time")
+        .expect("read");
+    let resp = String::from_utf8_lossy(&out);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v = parse(body);
+    assert_eq!(v["error"], "bad_request", "{resp}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("header_read_timeout_ms"),
+        "{resp}"
+    );
+    let (_, b) = http(srv.addr, "GET", "/api/topics", &[], b"").await;
+    assert_eq!(parse(&b)["topics"], json!([]), "nothing was published");
+}

@@ -324,10 +324,23 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
             v.starts_with("application/x-ndjson") || v.starts_with("application/ndjson")
         })
         .unwrap_or(false);
-    let body = match Limited::new(req.into_body(), gw.cfg.max_http_body_bytes)
-        .collect()
-        .await
-    {
+    // The body, like the headers, within `header_read_timeout_ms`: a
+    // publisher that never sends it all would hold its connection for good.
+    let limit = std::time::Duration::from_millis(gw.cfg.header_read_timeout_ms);
+    let read = Limited::new(req.into_body(), gw.cfg.max_http_body_bytes).collect();
+    let Ok(read) = tokio::time::timeout(limit, read).await else {
+        let m = format!(
+            "the body did not arrive within header_read_timeout_ms ({} ms)",
+            gw.cfg.header_read_timeout_ms
+        );
+        let mut resp = json_error(StatusCode::REQUEST_TIMEOUT, "bad_request", &m, None);
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return resp;
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             let m = format!("body over {} bytes", gw.cfg.max_http_body_bytes);
