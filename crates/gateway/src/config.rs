@@ -32,7 +32,8 @@ pub struct GatewayConfig {
     /// Direct writes of one read share one `io_uring_enter` (where the kernel
     /// allows io_uring) instead of one `send` each.
     pub io_uring: bool,
-    /// An HTTP request's headers must arrive within this (slowloris guard).
+    /// An HTTP request's headers must arrive within this (slowloris guard),
+    /// and a publish's body too.
     pub header_read_timeout_ms: u64,
     /// Largest body of `POST /api/publish`.
     pub max_http_body_bytes: usize,
