@@ -19,6 +19,8 @@
 // 3. a topic published once over HTTP is marked stale once its feed stops
 //    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500), and still is after
 //    a reload; screenshot to docs/img/dashboard.png;
+// 3c. prices show every digit the publisher sent (tiny and long numbers,
+//    trailing zeros), and change is exact;
 // 4. after SIGKILL and a restart on the same port, the page reconnects within
 //    the backoff cap, reports the failed recovery (new epoch), and rows update again.
 import { spawn } from 'node:child_process';
@@ -135,6 +137,17 @@ class Broker {
     await gone;
   }
 
+  /** Publishes `body` as sent: numbers keep the digits written in it. */
+  async publishRaw(body) {
+    const res = await fetch(`${this.base}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${PUBLISHER_KEY}`, 'content-type': 'application/json' },
+      body,
+    });
+    if (!res.ok) fail(`POST /api/publish answered ${res.status}: ${await res.text()}`);
+    return res.json();
+  }
+
   async publish(topic, data) {
     const res = await fetch(`${this.base}/api/publish`, {
       method: 'POST',
@@ -162,6 +175,15 @@ const stamps = (page) =>
 
 const topicsShown = (page) =>
   page.evaluate(() => [...document.querySelectorAll('#topic-rows tr[data-topic]')].map((tr) => tr.dataset.topic));
+
+/** Texts of a row's value cells. */
+const cells = (page, topic) =>
+  page.evaluate((topic) => {
+    const tr = document.querySelector(`#topic-rows tr[data-topic="${topic}"]`);
+    if (!tr) return null;
+    const text = (cls) => tr.querySelector(`.${cls}`)?.textContent ?? null;
+    return { price: text('c-price'), change: text('c-change'), bid: text('c-bid'), ask: text('c-ask') };
+  }, topic);
 
 const connText = (page) => page.evaluate(() => document.getElementById('conn-state')?.textContent ?? '');
 
@@ -303,6 +325,35 @@ async function run(state) {
     .waitForFunction((sel) => document.querySelector(sel)?.dataset.state === 'stale', row, { timeout: 5_000 })
     .catch(() => fail('after a reload, test.STALE is not shown stale'));
   log('3b. after a reload test.STALE is still shown stale');
+
+  // 3c. Digits as sent. JSON.stringify would already lose them: the bodies
+  // are written by hand.
+  await broker.publishRaw('{"topic":"test.TINY","data":{"price":0.000000001234,"bid":0.000000001230,"ask":0.000000001240}}');
+  await broker.publishRaw('{"topic":"test.LONG","data":{"price":123456789.123456789}}');
+  // The second price only once the first is shown: it is the base of the change.
+  await page.waitForSelector('tr[data-topic="test.LONG"]', { timeout: 5_000 }).catch(() => fail('published test.LONG, but no row showed up'));
+  await broker.publishRaw('{"topic":"test.LONG","data":{"price":123456789.123456790}}');
+  await broker.publishRaw('{"topic":"test.ZEROS","data":{"price":64012.50}}');
+  const want = {
+    'test.TINY': { price: '0.000000001234', bid: '0.000000001230', ask: '0.000000001240' },
+    'test.LONG': { price: '123456789.123456790', change: '+0.000000001' },
+    'test.ZEROS': { price: '64012.50' },
+  };
+  for (const [topic, expect] of Object.entries(want)) {
+    const ok = await until(`${topic} row`, 5_000, async () => {
+      const got = await cells(page, topic);
+      return got && Object.entries(expect).every(([k, v]) => got[k] === v) ? got : null;
+    }).catch(async () => fail(`${topic} shows ${JSON.stringify(await cells(page, topic))}, expected ${JSON.stringify(expect)} (the digits sent)`));
+    if (!ok) fail(`${topic}: no row`);
+  }
+  // And the user sees them all: no value box cuts its text (an ellipsis).
+  const cut = await page.evaluate(() =>
+    [...document.querySelectorAll('#topic-rows tr[data-topic^="test."] .v')]
+      .filter((v) => v.scrollWidth > v.clientWidth)
+      .map((v) => `${v.closest('tr').dataset.topic} ${v.parentNode.className}: ${v.textContent}`),
+  );
+  if (cut.length > 0) fail(`digits cut off on screen: ${JSON.stringify(cut)}`);
+  log('3c. prices show the digits sent');
 
   // 4. Kill the broker, restart it on the same port; the page comes back.
   await broker.kill();

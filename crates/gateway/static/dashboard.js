@@ -11,7 +11,7 @@
 
 // Relative, so that it resolves to /tickwire.js in the page and to the file
 // beside this one under `node --test`.
-import { TickwireClient, parsePatterns, patternMatches, priceOf } from './tickwire.js';
+import { TickwireClient, dataNumbers, parsePatterns, patternMatches } from './tickwire.js';
 
 /** Points kept per topic for the sparkline. */
 export const SPARK_POINTS = 60;
@@ -23,48 +23,98 @@ export const DEFAULT_MAX_HZ = 4;
 // ---------------------------------------------------------------------------
 // Pure helpers
 
-/**
- * Decimals that a number was sent with, as far as JSON keeps them (a
- * trailing zero is lost: 64012.50 arrives as 64012.5). The dashboard shows
- * each topic with the most decimals seen in its price, bid and ask so far,
- * which soon settles on the venue's own precision.
- */
-export function fractionDigits(value) {
-  if (typeof value !== 'number' || !Number.isFinite(value)) return 0;
-  const text = String(value);
-  const exp = text.indexOf('e');
-  if (exp >= 0) {
-    // 1.5e-7: the mantissa's decimals plus the exponent
-    const mantissa = text.slice(0, exp);
-    const dot = mantissa.indexOf('.');
-    return Math.max(0, (dot >= 0 ? mantissa.length - dot - 1 : 0) - Number(text.slice(exp + 1)));
+// Prices are shown from the text the publisher sent (see `dataNumbers` in
+// tickwire.js), held as exact decimals: `{ m, s }` is the BigInt `m` times
+// 10^-s. A double would drop a trailing zero, round a long price to another
+// number, and a tiny one to 0.00000000 when given a fixed number of places.
+
+/** Most decimals of a sent number that are shown; beyond, the cell would be all zeros anyway. */
+export const MAX_DECIMALS = 40;
+
+/** An exact decimal from a JSON number's text (`'64012.50'`, `'1.5e-7'`), or null. */
+export function parseDecimal(text) {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(typeof text === 'string' ? text : '');
+  if (!match) return null;
+  const [, sign, int, frac = '', exp = '0'] = match;
+  const e = Number(exp);
+  // A price beyond these exponents is no price; the bound keeps the digits short.
+  if (!(Math.abs(e) <= 60) || frac.length - e > MAX_DECIMALS) return null;
+  let digits = int + frac;
+  let s = frac.length - e;
+  if (s < 0) {
+    digits += '0'.repeat(-s);
+    s = 0;
   }
-  const dot = text.indexOf('.');
-  return dot >= 0 ? text.length - dot - 1 : 0;
+  return { m: BigInt(sign + digits), s };
 }
 
-/** Most decimals ever shown: beyond that a float's noise digits would show. */
-export const MAX_DECIMALS = 8;
+/** The decimal of a finite number (a value that came with no text). */
+export function decimalOfNumber(value) {
+  return typeof value === 'number' && Number.isFinite(value) ? parseDecimal(String(value)) : null;
+}
 
-/** `value` with `decimals` places, or an em dash when there is none. */
-export function formatNumber(value, decimals) {
-  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(decimals) : '—';
+function rescale(d, s) {
+  return s > d.s ? { m: d.m * 10n ** BigInt(s - d.s), s } : d;
+}
+
+/** `a - b`, exact. */
+export function decimalSub(a, b) {
+  const s = Math.max(a.s, b.s);
+  return { m: rescale(a, s).m - rescale(b, s).m, s };
+}
+
+/** `(a + b) / 2`, exact: the mid of a bid and an ask. */
+export function decimalMid(a, b) {
+  const s = Math.max(a.s, b.s);
+  const twice = rescale(a, s).m + rescale(b, s).m;
+  return twice % 2n === 0n ? { m: twice / 2n, s } : { m: twice * 5n, s: s + 1 };
+}
+
+/** -1, 0 or 1. */
+export function decimalCmp(a, b) {
+  const d = decimalSub(a, b).m;
+  return d > 0n ? 1 : d < 0n ? -1 : 0;
+}
+
+/** `d` with at least `places` decimals (trailing zeros added, never a digit cut), or an em dash. */
+export function formatDecimal(d, places = 0) {
+  if (!d) return '—';
+  const { m, s } = rescale(d, Math.max(d.s, places));
+  const scale = Math.max(d.s, places);
+  const neg = m < 0n;
+  const digits = (neg ? -m : m).toString().padStart(scale + 1, '0');
+  const text = scale > 0 ? `${digits.slice(0, digits.length - scale)}.${digits.slice(digits.length - scale)}` : digits;
+  return neg ? `-${text}` : text;
+}
+
+/**
+ * The price of a tick's `data` as an exact decimal: `price`, else the mid of
+ * `bid` and `ask`, else whichever of them is there, else null. `texts` are
+ * the numbers as sent (`dataNumbers`); a field without one is read from the
+ * parsed value.
+ */
+export function decimalsOf(data, texts = {}) {
+  const get = (k) => (typeof data[k] === 'number' ? parseDecimal(texts[k]) ?? decimalOfNumber(data[k]) : null);
+  const price = get('price');
+  const bid = get('bid');
+  const ask = get('ask');
+  const mid = price ?? (bid && ask ? decimalMid(bid, ask) : bid ?? ask);
+  return { price: mid, bid, ask };
 }
 
 /**
  * Change since the first value: `{ abs, pct, dir, pctDir }`, the display
- * texts and the signs ('up' | 'down' | 'flat') of what they show.
+ * texts and the signs ('up' | 'down' | 'flat') of what they show. `abs` is
+ * exact, with at least `places` decimals.
  */
-export function formatChange(price, first, decimals) {
-  if (typeof price !== 'number' || typeof first !== 'number') return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
-  const delta = price - first;
-  // Round before choosing the sign, so a float residue shows as 0, not -0.
-  const rounded = Number(delta.toFixed(decimals));
-  const dir = rounded > 0 ? 'up' : rounded < 0 ? 'down' : 'flat';
-  const sign = dir === 'up' ? '+' : '';
-  const abs = `${sign}${rounded === 0 ? (0).toFixed(decimals) : rounded.toFixed(decimals)}`;
-  if (first === 0) return { abs, pct: '—', dir, pctDir: 'flat' };
-  const pctValue = Number(((delta / Math.abs(first)) * 100).toFixed(2));
+export function formatChange(price, first, places) {
+  if (!price || !first) return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
+  const delta = decimalSub(price, first);
+  const dir = delta.m > 0n ? 'up' : delta.m < 0n ? 'down' : 'flat';
+  const abs = `${dir === 'up' ? '+' : ''}${formatDecimal(delta, places)}`;
+  const base = Number(formatDecimal(first));
+  if (base === 0) return { abs, pct: '—', dir, pctDir: 'flat' };
+  const pctValue = Number(((Number(formatDecimal(delta)) / Math.abs(base)) * 100).toFixed(2));
   const pct = `${pctValue > 0 ? '+' : ''}${pctValue === 0 ? '0.00' : pctValue.toFixed(2)}%`;
   const pctDir = pctValue > 0 ? 'up' : pctValue < 0 ? 'down' : 'flat';
   return { abs, pct, dir, pctDir };
@@ -149,6 +199,8 @@ class Dashboard {
     this.connInfo = { state: 'idle' };
     this.countdownTimer = 0;
     this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
+    this.numChars = 0; // longest price, bid or ask text so far (see fitColumns)
+    this.changeChars = 0;
 
     const settings = readSettings(win.location.search);
     const parsed = parsePatterns(settings.filter);
@@ -159,8 +211,8 @@ class Dashboard {
     this.client = new TickwireClient({
       topics: this.patterns,
       maxHz: settings.maxHz || null,
-      onSnapshot: (msg, meta) => this.onData(msg, meta, false),
-      onTick: (msg, meta) => this.onData(msg, meta, true),
+      onSnapshot: (msg, meta, frame) => this.onData(msg, meta, false, frame),
+      onTick: (msg, meta, frame) => this.onData(msg, meta, true, frame),
       onStatus: (msg) => this.onStatus(msg),
       onState: (info) => this.onState(info),
       onError: (err) => this.showError(`${err.code}: ${err.message}`),
@@ -185,28 +237,29 @@ class Dashboard {
 
   // -- client callbacks: update models only ---------------------------------
 
-  onData(msg, meta, isTick) {
+  onData(msg, meta, isTick, frame) {
     this.stats.messages += 1;
     if (meta.cause === 'conflation') this.stats.conflated += meta.gap;
     if (meta.cause === 'recovery_failed') this.stats.recoveryFailed += 1;
     if (meta.duplicate) return; // a value already shown (overlapping subscribe)
     const m = this.model(msg.topic);
     const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
-    const price = priceOf(data);
-    for (const v of [data.price, data.bid, data.ask]) {
-      const digits = fractionDigits(v);
-      if (digits > m.decimals) m.decimals = Math.min(MAX_DECIMALS, digits);
-    }
+    const { price, bid, ask } = decimalsOf(data, dataNumbers(frame));
+    // Every sent number shows all its decimals; the others of the row pad to them.
+    // (A mid's extra half digit does not count: it was not sent.)
+    const sent = typeof data.price === 'number' ? price : null;
+    for (const d of [sent, bid, ask]) if (d && d.s > m.decimals) m.decimals = d.s;
     if (price !== null) {
       if (m.first === null) m.first = price;
       // Flash only on a live move, not on the first value or a snapshot.
-      if (isTick && m.price !== null && price !== m.price) m.flash = price > m.price ? 'up' : 'down';
+      const move = m.price === null ? 0 : decimalCmp(price, m.price);
+      if (isTick && move !== 0) m.flash = move > 0 ? 'up' : 'down';
       m.price = price;
-      m.hist.push(price);
+      m.hist.push(Number(formatDecimal(price)));
       if (m.hist.length > SPARK_POINTS) m.hist.splice(0, m.hist.length - SPARK_POINTS);
     }
-    if (typeof data.bid === 'number') m.bid = data.bid;
-    if (typeof data.ask === 'number') m.ask = data.ask;
+    if (bid) m.bid = bid;
+    if (ask) m.ask = ask;
     m.ts = msg.ts;
     m.seq = msg.seq;
     m.updates += 1;
@@ -321,8 +374,8 @@ class Dashboard {
       m = {
         topic,
         first: null, // first price this page saw: the base of the change columns
-        price: null,
-        decimals: 0, // see fractionDigits
+        price: null, // exact decimals, see parseDecimal
+        decimals: 0, // most decimals sent so far in price, bid or ask
         bid: null,
         ask: null,
         ts: null,
@@ -454,14 +507,16 @@ class Dashboard {
   renderRow(m, now) {
     const { vals, row } = m;
     const d = m.decimals;
-    setText(vals.price, formatNumber(m.price, d));
+    const texts = { price: formatDecimal(m.price, d), bid: formatDecimal(m.bid, d), ask: formatDecimal(m.ask, d) };
+    setText(vals.price, texts.price);
     const change = formatChange(m.price, m.first, d);
     setText(vals.change, change.abs);
     setText(vals.pct, change.pct);
     setAttr(vals.change.parentNode, 'data-dir', change.dir);
     setAttr(vals.pct.parentNode, 'data-dir', change.pctDir);
-    setText(vals.bid, formatNumber(m.bid, d));
-    setText(vals.ask, formatNumber(m.ask, d));
+    setText(vals.bid, texts.bid);
+    setText(vals.ask, texts.ask);
+    this.fitColumns(Math.max(texts.price.length, texts.bid.length, texts.ask.length), change.abs.length);
     vals.spark.setAttribute('points', sparklinePoints(m.hist));
     const trend = m.hist.length > 1 ? Math.sign(m.hist[m.hist.length - 1] - m.hist[0]) : 0;
     setAttr(vals.spark, 'class', trend > 0 ? 'up' : trend < 0 ? 'down' : 'flat');
@@ -477,6 +532,23 @@ class Dashboard {
       setAttr(td, 'data-dir', m.flash);
       m.flashAnim = flash(td, m.flash, m.flashAnim);
       m.flash = null;
+    }
+  }
+
+  /**
+   * Widens the number columns to their longest text so far: a price is
+   * never cut to an ellipsis. They only grow, so the table is laid out
+   * again only when a longer number than any before shows up.
+   */
+  fitColumns(numChars, changeChars) {
+    const table = this.el('topics');
+    if (numChars > this.numChars) {
+      this.numChars = numChars;
+      table.style.setProperty('--num-ch', String(numChars));
+    }
+    if (changeChars > this.changeChars) {
+      this.changeChars = changeChars;
+      table.style.setProperty('--change-ch', String(changeChars));
     }
   }
 
