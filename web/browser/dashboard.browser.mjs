@@ -21,8 +21,10 @@
 //    a reload; screenshot to docs/img/dashboard.png;
 // 3c. prices show every digit the publisher sent (tiny and long numbers,
 //    trailing zeros), and change is exact;
-// 4. after SIGKILL and a restart on the same port, the page reconnects within
-//    the backoff cap, reports the failed recovery (new epoch), and rows update again.
+// 4. after SIGKILL the rows are greyed out while the page is disconnected (a
+//    frozen price must not look live); after a restart on the same port the
+//    page reconnects within the backoff cap, reports the failed recovery (new
+//    epoch), the rows are no longer greyed out, and they update again.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -184,6 +186,12 @@ const cells = (page, topic) =>
     const text = (cls) => tr.querySelector(`.${cls}`)?.textContent ?? null;
     return { price: text('c-price'), change: text('c-change'), bid: text('c-bid'), ask: text('c-ask') };
   }, topic);
+
+/** Computed opacity of the price cells of non-stale rows: what the user sees. */
+const liveRowOpacities = (page) =>
+  page.evaluate(() =>
+    [...document.querySelectorAll('#topic-rows tr[data-topic]:not(.stale) .c-price')].map((td) => Number(getComputedStyle(td).opacity)),
+  );
 
 const connText = (page) => page.evaluate(() => document.getElementById('conn-state')?.textContent ?? '');
 
@@ -360,12 +368,26 @@ async function run(state) {
   log('broker killed (SIGKILL)');
   await waitConn(page, 'retrying', 10_000, 'after SIGKILL');
   log(`page says: ${await connText(page)}`);
+  // The last prices are frozen now: they must not look live.
+  await page
+    .waitForFunction(
+      () => {
+        const tds = [...document.querySelectorAll('#topic-rows tr[data-topic] .c-price')];
+        return tds.length > 0 && tds.every((td) => Number(getComputedStyle(td).opacity) < 0.9);
+      },
+      null,
+      { timeout: 2_000, polling: 50 },
+    )
+    .catch(async () => fail(`disconnected, but the price cells are not greyed out (opacities ${JSON.stringify(await liveRowOpacities(page))})`));
+  log('4a. rows greyed out while disconnected');
   await broker.start();
   const restartedAt = Date.now();
   log('broker restarted');
   await waitConn(page, 'live', RECONNECT_WINDOW_MS, 'after restart');
   log(`reconnected ${Date.now() - restartedAt} ms after the broker was back`);
   await rowsUpdate(page, await stamps(page), 10, 15_000, 'after reconnect');
+  const opacities = await liveRowOpacities(page);
+  if (opacities.length === 0 || !opacities.every((o) => o === 1)) fail(`live again, but rows are still greyed out: ${JSON.stringify(opacities)}`);
   // The restart made a new epoch: the client must say recovery failed.
   // (#stats is refreshed twice a second.)
   await page

@@ -573,6 +573,9 @@ class Dashboard {
     const info = this.connInfo;
     const conn = this.el('conn');
     conn.dataset.state = info.state;
+    // Off the broker, every price on the page is frozen: the table greys out
+    // (dashboard.css) so that none of them looks current.
+    setAttr(this.el('topics'), 'data-conn', info.state === 'live' ? 'live' : 'down');
     setText(this.el('conn-state'), connectionText(info, this.client.clock.now()));
     let detail = '';
     if (info.state === 'live' && info.recovered === true) detail = 'recovered every missed tick';
