@@ -24,7 +24,8 @@
 // 4. after SIGKILL the rows are greyed out while the page is disconnected (a
 //    frozen price must not look live); after a restart on the same port the
 //    page reconnects within the backoff cap, reports the failed recovery (new
-//    epoch), the rows are no longer greyed out, and they update again.
+//    epoch), the rows are no longer greyed out, and they update again; a
+//    topic that the new broker does not have is shown stale.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -386,6 +387,12 @@ async function run(state) {
   await waitConn(page, 'live', RECONNECT_WINDOW_MS, 'after restart');
   log(`reconnected ${Date.now() - restartedAt} ms after the broker was back`);
   await rowsUpdate(page, await stamps(page), 10, 15_000, 'after reconnect');
+  // The restarted broker has never heard of test.TINY (published once, to
+  // the old one): no tick or status will ever come for it, so its last price
+  // is frozen for good and must be shown stale, not as a current price.
+  await page
+    .waitForFunction(() => document.querySelector('tr[data-topic="test.TINY"]')?.dataset.state === 'stale', null, { timeout: 5_000 })
+    .catch(() => fail('after a broker restart, test.TINY (unknown to the new broker) is not shown stale'));
   const opacities = await liveRowOpacities(page);
   if (opacities.length === 0 || !opacities.every((o) => o === 1)) fail(`live again, but rows are still greyed out: ${JSON.stringify(opacities)}`);
   // The restart made a new epoch: the client must say recovery failed.

@@ -199,6 +199,7 @@ class Dashboard {
     this.connInfo = { state: 'idle' };
     this.countdownTimer = 0;
     this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
+    this.received = 0; // snapshots and ticks taken, ever: see loadTopicStates
     this.numChars = 0; // longest price, bid or ask text so far (see fitColumns)
     this.changeChars = 0;
 
@@ -239,6 +240,7 @@ class Dashboard {
 
   onData(msg, meta, isTick, frame) {
     this.stats.messages += 1;
+    this.received += 1;
     if (meta.cause === 'conflation') this.stats.conflated += meta.gap;
     if (meta.cause === 'recovery_failed') this.stats.recoveryFailed += 1;
     if (meta.duplicate) return; // a value already shown (overlapping subscribe)
@@ -262,6 +264,7 @@ class Dashboard {
     if (ask) m.ask = ask;
     m.ts = msg.ts;
     m.seq = msg.seq;
+    m.received = this.received;
     m.updates += 1;
     // A tick revives a stale topic; the broker's `status: live` says so too.
     if (isTick) m.stale = false;
@@ -293,13 +296,26 @@ class Dashboard {
    * topic that was already stale would look live. Ask the broker after each
    * (re)subscribe; a later tick or status overrides what this says. Topics
    * whose snapshot has not arrived yet keep a hint for when it does.
+   *
+   * A topic the broker does not list at all (a restarted broker that has
+   * not heard of it again) will get no tick and no status: its price is
+   * frozen for good, so it is shown stale too, unless a value of it came in
+   * after the question was asked.
    */
   async loadTopicStates() {
+    const asked = this.received;
     try {
       const res = await this.win.fetch('/api/topics', { cache: 'no-store' });
       if (!res.ok) return;
       const body = await res.json();
       this.staleHints.clear();
+      const listed = new Set((body.topics ?? []).map((t) => t.topic));
+      for (const m of this.models.values()) {
+        if (!listed.has(m.topic) && m.received <= asked && !m.stale) {
+          m.stale = true;
+          this.markDirty(m);
+        }
+      }
       for (const t of body.topics ?? []) {
         if (t.state !== 'stale' || typeof t.last_ts !== 'number') continue;
         const m = this.models.get(t.topic);
@@ -384,6 +400,7 @@ class Dashboard {
         stale: false,
         flash: null, // 'up' | 'down' to flash on the next draw
         updates: 0,
+        received: 0, // this.received when its last value came
         row: null, // the <tr>, once drawn
         vals: null, // its value boxes
         ageText: '',
