@@ -25,9 +25,13 @@
 //    frozen price must not look live); after a restart on the same port the
 //    page reconnects within the backoff cap, reports the failed recovery (new
 //    epoch), the rows are no longer greyed out, and they update again; a
-//    topic that the new broker does not have is shown stale.
+//    topic that the new broker does not have is shown stale;
+// 5. against a second broker with auth on, a page without a token never says
+//    live: it stops, shows the broker's error and asks for a token; with the
+//    token typed in it goes live and shows prices, and after a reload too
+//    (the token is kept in the tab, never in the URL).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -41,7 +45,7 @@ const STATIC_DIR = process.env.TICKWIRE_STATIC_DIR ? resolve(WEB, process.env.TI
 const SCREENSHOT = resolve(WEB, '../docs/img/dashboard.png');
 const PUBLISHER_KEY = 'testkey';
 const STALE_AFTER_MS = 1500;
-const DEADLINE_MS = 90_000;
+const DEADLINE_MS = 150_000;
 // The client's backoff cap (tickwire.js DEFAULTS.backoffCapMs) plus time to
 // connect and subscribe: a reconnect must land within it.
 const RECONNECT_WINDOW_MS = 20_000 + 5_000;
@@ -90,8 +94,9 @@ async function until(what, timeoutMs, probe, everyMs = 100) {
 
 /** The broker process; keeps the tail of its output for failure reports. */
 class Broker {
-  constructor(port) {
+  constructor(port, extraArgs = []) {
     this.port = port;
+    this.extraArgs = extraArgs;
     this.base = `http://127.0.0.1:${port}`;
     this.proc = null;
     this.output = [];
@@ -117,7 +122,7 @@ class Broker {
   }
 
   spawn() {
-    const args = ['--listen', `127.0.0.1:${this.port}`, '--publisher-key', PUBLISHER_KEY];
+    const args = ['--listen', `127.0.0.1:${this.port}`, '--publisher-key', PUBLISHER_KEY, ...this.extraArgs];
     this.proc = spawn(BIN, args, {
       env: { ...process.env, TICKWIRE_STALE_AFTER_MS: String(STALE_AFTER_MS) },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -266,8 +271,9 @@ async function run(state) {
     log(`serving the page's files from ${STATIC_DIR}`);
     const files = { '/': 'index.html', '/tickwire.js': 'tickwire.js', '/dashboard.js': 'dashboard.js', '/dashboard.css': 'dashboard.css' };
     const types = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
-    await page.route(
-      (url) => url.origin === broker.base && url.pathname in files,
+    // On the context: the pages of both brokers (step 5) get them.
+    await state.context.route(
+      (url) => url.hostname === '127.0.0.1' && url.pathname in files,
       (route) => {
         const name = files[new URL(route.request().url()).pathname];
         route.fulfill({ body: readFileSync(join(STATIC_DIR, name)), contentType: types[name.split('.').pop()] });
@@ -402,6 +408,49 @@ async function run(state) {
     .catch(() => fail('after a broker restart the dashboard did not count any topic as unrecovered'));
   const unrecovered = await page.evaluate(() => Number(document.getElementById('stats').dataset.recoveryFailed));
   log(`4. reconnected, rows updating again, ${unrecovered} topics reported unrecovered (new epoch)`);
+
+  // 5. Auth on: a second broker whose config sets a JWT secret. The
+  // publisher key is a token that may subscribe to anything.
+  await broker.kill();
+  const config = join(state.userDataDir, 'auth.toml');
+  writeFileSync(config, '[auth]\njwt_secret = "browser-test-secret"\n');
+  const authPort = await freePort();
+  const authBroker = new Broker(authPort, ['--config', config]);
+  state.broker = authBroker;
+  await authBroker.start();
+  log(`auth-on broker on 127.0.0.1:${authPort}`);
+  const authPage = await state.context.newPage();
+  authPage.on('pageerror', (err) => state.pageErrors.push(err.message));
+  // Every state the page shows, to know whether it ever claimed `live`.
+  await authPage.addInitScript(() => {
+    window.connStates = [];
+    new MutationObserver(() => {
+      const s = document.getElementById('conn')?.dataset.state;
+      if (s && window.connStates.at(-1) !== s) window.connStates.push(s);
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+  });
+  await authPage.goto(`${authBroker.base}/`, { waitUntil: 'load' });
+  // Within the broker's auth deadline (5 s): the page must know by itself.
+  await authPage
+    .waitForFunction(() => document.getElementById('conn').dataset.state === 'stopped', null, { timeout: 4_000, polling: 50 })
+    .catch(async () => fail(`auth on, no token: the page says '${await connText(authPage)}', not stopped`));
+  const seen = await authPage.evaluate(() => window.connStates);
+  if (seen.includes('live')) fail(`auth on, no token: the page claimed live on the way (${JSON.stringify(seen)})`);
+  if (!(await authPage.isVisible('#token'))) fail('auth on, no token: no token field is shown');
+  const shownError = await authPage.textContent('#filter-error');
+  if (!/unauthorized/.test(shownError)) fail(`auth on, no token: the broker's error is not shown ('${shownError}')`);
+  log(`5a. no token: '${await connText(authPage)}', error shown, token field shown`);
+  await authPage.fill('#token', PUBLISHER_KEY);
+  await authPage.press('#token', 'Enter');
+  await waitConn(authPage, 'live', 10_000, 'auth on, token given');
+  await authPage
+    .waitForFunction(() => document.querySelectorAll('#topic-rows tr[data-topic]').length >= 10, null, { timeout: 15_000 })
+    .catch(() => fail('auth on, token given: no rows'));
+  if (authPage.url().includes(PUBLISHER_KEY)) fail(`the token is in the URL: ${authPage.url()}`);
+  await authPage.reload({ waitUntil: 'load' });
+  await waitConn(authPage, 'live', 10_000, 'auth on, after a reload');
+  await rowsUpdate(authPage, await stamps(authPage), 5, 15_000, 'auth on, after a reload');
+  log('5b. with the token: live, rows updating, and after a reload too');
 
   if (state.pageErrors.length > 0) fail(`uncaught errors in the page:\n  ${state.pageErrors.join('\n  ')}`);
 }

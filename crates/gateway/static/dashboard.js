@@ -181,6 +181,25 @@ export function readSettings(search) {
 // The page
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
+/** sessionStorage key of the token: kept for this tab's reloads, never put in the URL. */
+const TOKEN_KEY = 'tickwire.token';
+
+function loadToken(win) {
+  try {
+    return win.sessionStorage.getItem(TOKEN_KEY) || null;
+  } catch {
+    return null; // storage disabled: the token is asked for again
+  }
+}
+
+function saveToken(win, token) {
+  try {
+    if (token) win.sessionStorage.setItem(TOKEN_KEY, token);
+    else win.sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage disabled: the token still serves this page
+  }
+}
 const FLASH_MS = 700;
 /** A row is redrawn at most this often (10 Hz: faster than anyone reads). */
 const ROW_MIN_INTERVAL_MS = 100;
@@ -210,6 +229,7 @@ class Dashboard {
     this.selectMaxHz(settings.maxHz);
 
     this.client = new TickwireClient({
+      token: loadToken(win),
       topics: this.patterns,
       maxHz: settings.maxHz || null,
       onSnapshot: (msg, meta, frame) => this.onData(msg, meta, false, frame),
@@ -231,6 +251,11 @@ class Dashboard {
       this.saveSettings();
     });
     this.el('reconnect').addEventListener('click', () => this.client.start());
+    this.el('token-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.useToken(this.el('token').value.trim());
+    });
+    this.el('token-form').hidden = this.client.token === null;
     // Ages and the rate move with time, not with ticks.
     this.win.setInterval(() => this.tickClock(), 500);
     this.client.start();
@@ -282,8 +307,21 @@ class Dashboard {
     this.markDirty(m);
   }
 
+  /** Connects again with `token` (empty: none), and keeps it for reloads of this tab. */
+  useToken(token) {
+    saveToken(this.win, token);
+    this.el('token').value = '';
+    this.showError('');
+    this.client.token = token || null;
+    this.client.stop('changing the token');
+    this.client.start();
+  }
+
   onState(info) {
     this.connInfo = info;
+    // Refused for want of a (good) token: ask for one.
+    const refused = info.state === 'stopped' && (info.needsToken === true || (info.code >= 4500 && info.code <= 4999));
+    if (refused) this.el('token-form').hidden = false;
     if (info.state === 'live') this.loadTopicStates();
     this.renderConnection();
     // A countdown needs its own timer: nothing else happens while waiting.

@@ -755,6 +755,19 @@ export class TickwireClient {
       this.#setState({ state: 'stopped', reason: `token refused (${msg.code}: ${msg.message})`, code: null });
       return;
     }
+    if (req && req.op === 'subscribe' && msg.code === 'unauthorized') {
+      // Auth is on and this connection has no (good) token: nothing will
+      // come, and the broker closes with 4500 at its auth deadline. Saying
+      // `live` until then would be a lie; stop as 4500 would.
+      this.#teardown(1000, 'unauthorized');
+      this.#setState({
+        state: 'stopped',
+        reason: `the broker needs a token (${msg.code}: ${msg.message})`,
+        code: null,
+        needsToken: true,
+      });
+      return;
+    }
     // A refused first subscribe still leaves a working connection.
     if (req && req.initial) this.#goLive(null);
   }
