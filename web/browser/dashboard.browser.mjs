@@ -19,10 +19,19 @@
 // 3. a topic published once over HTTP is marked stale once its feed stops
 //    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500), and still is after
 //    a reload; screenshot to docs/img/dashboard.png;
-// 4. after SIGKILL and a restart on the same port, the page reconnects within
-//    the backoff cap, reports the failed recovery (new epoch), and rows update again.
+// 3c. prices show every digit the publisher sent (tiny and long numbers,
+//    trailing zeros), and change is exact;
+// 4. after SIGKILL the rows are greyed out while the page is disconnected (a
+//    frozen price must not look live); after a restart on the same port the
+//    page reconnects within the backoff cap, reports the failed recovery (new
+//    epoch), the rows are no longer greyed out, and they update again; a
+//    topic that the new broker does not have is shown stale;
+// 5. against a second broker with auth on, a page without a token never says
+//    live: it stops, shows the broker's error and asks for a token; with the
+//    token typed in it goes live and shows prices, and after a reload too
+//    (the token is kept in the tab, never in the URL).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -36,7 +45,7 @@ const STATIC_DIR = process.env.TICKWIRE_STATIC_DIR ? resolve(WEB, process.env.TI
 const SCREENSHOT = resolve(WEB, '../docs/img/dashboard.png');
 const PUBLISHER_KEY = 'testkey';
 const STALE_AFTER_MS = 1500;
-const DEADLINE_MS = 90_000;
+const DEADLINE_MS = 150_000;
 // The client's backoff cap (tickwire.js DEFAULTS.backoffCapMs) plus time to
 // connect and subscribe: a reconnect must land within it.
 const RECONNECT_WINDOW_MS = 20_000 + 5_000;
@@ -85,8 +94,9 @@ async function until(what, timeoutMs, probe, everyMs = 100) {
 
 /** The broker process; keeps the tail of its output for failure reports. */
 class Broker {
-  constructor(port) {
+  constructor(port, extraArgs = []) {
     this.port = port;
+    this.extraArgs = extraArgs;
     this.base = `http://127.0.0.1:${port}`;
     this.proc = null;
     this.output = [];
@@ -112,7 +122,7 @@ class Broker {
   }
 
   spawn() {
-    const args = ['--listen', `127.0.0.1:${this.port}`, '--publisher-key', PUBLISHER_KEY];
+    const args = ['--listen', `127.0.0.1:${this.port}`, '--publisher-key', PUBLISHER_KEY, ...this.extraArgs];
     this.proc = spawn(BIN, args, {
       env: { ...process.env, TICKWIRE_STALE_AFTER_MS: String(STALE_AFTER_MS) },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -133,6 +143,17 @@ class Broker {
     const gone = new Promise((r) => proc.once('exit', r));
     proc.kill('SIGKILL');
     await gone;
+  }
+
+  /** Publishes `body` as sent: numbers keep the digits written in it. */
+  async publishRaw(body) {
+    const res = await fetch(`${this.base}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${PUBLISHER_KEY}`, 'content-type': 'application/json' },
+      body,
+    });
+    if (!res.ok) fail(`POST /api/publish answered ${res.status}: ${await res.text()}`);
+    return res.json();
   }
 
   async publish(topic, data) {
@@ -162,6 +183,21 @@ const stamps = (page) =>
 
 const topicsShown = (page) =>
   page.evaluate(() => [...document.querySelectorAll('#topic-rows tr[data-topic]')].map((tr) => tr.dataset.topic));
+
+/** Texts of a row's value cells. */
+const cells = (page, topic) =>
+  page.evaluate((topic) => {
+    const tr = document.querySelector(`#topic-rows tr[data-topic="${topic}"]`);
+    if (!tr) return null;
+    const text = (cls) => tr.querySelector(`.${cls}`)?.textContent ?? null;
+    return { price: text('c-price'), change: text('c-change'), bid: text('c-bid'), ask: text('c-ask') };
+  }, topic);
+
+/** Computed opacity of the price cells of non-stale rows: what the user sees. */
+const liveRowOpacities = (page) =>
+  page.evaluate(() =>
+    [...document.querySelectorAll('#topic-rows tr[data-topic]:not(.stale) .c-price')].map((td) => Number(getComputedStyle(td).opacity)),
+  );
 
 const connText = (page) => page.evaluate(() => document.getElementById('conn-state')?.textContent ?? '');
 
@@ -235,8 +271,9 @@ async function run(state) {
     log(`serving the page's files from ${STATIC_DIR}`);
     const files = { '/': 'index.html', '/tickwire.js': 'tickwire.js', '/dashboard.js': 'dashboard.js', '/dashboard.css': 'dashboard.css' };
     const types = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
-    await page.route(
-      (url) => url.origin === broker.base && url.pathname in files,
+    // On the context: the pages of both brokers (step 5) get them.
+    await state.context.route(
+      (url) => url.hostname === '127.0.0.1' && url.pathname in files,
       (route) => {
         const name = files[new URL(route.request().url()).pathname];
         route.fulfill({ body: readFileSync(join(STATIC_DIR, name)), contentType: types[name.split('.').pop()] });
@@ -304,17 +341,66 @@ async function run(state) {
     .catch(() => fail('after a reload, test.STALE is not shown stale'));
   log('3b. after a reload test.STALE is still shown stale');
 
+  // 3c. Digits as sent. JSON.stringify would already lose them: the bodies
+  // are written by hand.
+  await broker.publishRaw('{"topic":"test.TINY","data":{"price":0.000000001234,"bid":0.000000001230,"ask":0.000000001240}}');
+  await broker.publishRaw('{"topic":"test.LONG","data":{"price":123456789.123456789}}');
+  // The second price only once the first is shown: it is the base of the change.
+  await page.waitForSelector('tr[data-topic="test.LONG"]', { timeout: 5_000 }).catch(() => fail('published test.LONG, but no row showed up'));
+  await broker.publishRaw('{"topic":"test.LONG","data":{"price":123456789.123456790}}');
+  await broker.publishRaw('{"topic":"test.ZEROS","data":{"price":64012.50}}');
+  const want = {
+    'test.TINY': { price: '0.000000001234', bid: '0.000000001230', ask: '0.000000001240' },
+    'test.LONG': { price: '123456789.123456790', change: '+0.000000001' },
+    'test.ZEROS': { price: '64012.50' },
+  };
+  for (const [topic, expect] of Object.entries(want)) {
+    const ok = await until(`${topic} row`, 5_000, async () => {
+      const got = await cells(page, topic);
+      return got && Object.entries(expect).every(([k, v]) => got[k] === v) ? got : null;
+    }).catch(async () => fail(`${topic} shows ${JSON.stringify(await cells(page, topic))}, expected ${JSON.stringify(expect)} (the digits sent)`));
+    if (!ok) fail(`${topic}: no row`);
+  }
+  // And the user sees them all: no value box cuts its text (an ellipsis).
+  const cut = await page.evaluate(() =>
+    [...document.querySelectorAll('#topic-rows tr[data-topic^="test."] .v')]
+      .filter((v) => v.scrollWidth > v.clientWidth)
+      .map((v) => `${v.closest('tr').dataset.topic} ${v.parentNode.className}: ${v.textContent}`),
+  );
+  if (cut.length > 0) fail(`digits cut off on screen: ${JSON.stringify(cut)}`);
+  log('3c. prices show the digits sent');
+
   // 4. Kill the broker, restart it on the same port; the page comes back.
   await broker.kill();
   log('broker killed (SIGKILL)');
   await waitConn(page, 'retrying', 10_000, 'after SIGKILL');
   log(`page says: ${await connText(page)}`);
+  // The last prices are frozen now: they must not look live.
+  await page
+    .waitForFunction(
+      () => {
+        const tds = [...document.querySelectorAll('#topic-rows tr[data-topic] .c-price')];
+        return tds.length > 0 && tds.every((td) => Number(getComputedStyle(td).opacity) < 0.9);
+      },
+      null,
+      { timeout: 2_000, polling: 50 },
+    )
+    .catch(async () => fail(`disconnected, but the price cells are not greyed out (opacities ${JSON.stringify(await liveRowOpacities(page))})`));
+  log('4a. rows greyed out while disconnected');
   await broker.start();
   const restartedAt = Date.now();
   log('broker restarted');
   await waitConn(page, 'live', RECONNECT_WINDOW_MS, 'after restart');
   log(`reconnected ${Date.now() - restartedAt} ms after the broker was back`);
   await rowsUpdate(page, await stamps(page), 10, 15_000, 'after reconnect');
+  // The restarted broker has never heard of test.TINY (published once, to
+  // the old one): no tick or status will ever come for it, so its last price
+  // is frozen for good and must be shown stale, not as a current price.
+  await page
+    .waitForFunction(() => document.querySelector('tr[data-topic="test.TINY"]')?.dataset.state === 'stale', null, { timeout: 5_000 })
+    .catch(() => fail('after a broker restart, test.TINY (unknown to the new broker) is not shown stale'));
+  const opacities = await liveRowOpacities(page);
+  if (opacities.length === 0 || !opacities.every((o) => o === 1)) fail(`live again, but rows are still greyed out: ${JSON.stringify(opacities)}`);
   // The restart made a new epoch: the client must say recovery failed.
   // (#stats is refreshed twice a second.)
   await page
@@ -322,6 +408,49 @@ async function run(state) {
     .catch(() => fail('after a broker restart the dashboard did not count any topic as unrecovered'));
   const unrecovered = await page.evaluate(() => Number(document.getElementById('stats').dataset.recoveryFailed));
   log(`4. reconnected, rows updating again, ${unrecovered} topics reported unrecovered (new epoch)`);
+
+  // 5. Auth on: a second broker whose config sets a JWT secret. The
+  // publisher key is a token that may subscribe to anything.
+  await broker.kill();
+  const config = join(state.userDataDir, 'auth.toml');
+  writeFileSync(config, '[auth]\njwt_secret = "browser-test-secret"\n');
+  const authPort = await freePort();
+  const authBroker = new Broker(authPort, ['--config', config]);
+  state.broker = authBroker;
+  await authBroker.start();
+  log(`auth-on broker on 127.0.0.1:${authPort}`);
+  const authPage = await state.context.newPage();
+  authPage.on('pageerror', (err) => state.pageErrors.push(err.message));
+  // Every state the page shows, to know whether it ever claimed `live`.
+  await authPage.addInitScript(() => {
+    window.connStates = [];
+    new MutationObserver(() => {
+      const s = document.getElementById('conn')?.dataset.state;
+      if (s && window.connStates.at(-1) !== s) window.connStates.push(s);
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+  });
+  await authPage.goto(`${authBroker.base}/`, { waitUntil: 'load' });
+  // Within the broker's auth deadline (5 s): the page must know by itself.
+  await authPage
+    .waitForFunction(() => document.getElementById('conn').dataset.state === 'stopped', null, { timeout: 4_000, polling: 50 })
+    .catch(async () => fail(`auth on, no token: the page says '${await connText(authPage)}', not stopped`));
+  const seen = await authPage.evaluate(() => window.connStates);
+  if (seen.includes('live')) fail(`auth on, no token: the page claimed live on the way (${JSON.stringify(seen)})`);
+  if (!(await authPage.isVisible('#token'))) fail('auth on, no token: no token field is shown');
+  const shownError = await authPage.textContent('#filter-error');
+  if (!/unauthorized/.test(shownError)) fail(`auth on, no token: the broker's error is not shown ('${shownError}')`);
+  log(`5a. no token: '${await connText(authPage)}', error shown, token field shown`);
+  await authPage.fill('#token', PUBLISHER_KEY);
+  await authPage.press('#token', 'Enter');
+  await waitConn(authPage, 'live', 10_000, 'auth on, token given');
+  await authPage
+    .waitForFunction(() => document.querySelectorAll('#topic-rows tr[data-topic]').length >= 10, null, { timeout: 15_000 })
+    .catch(() => fail('auth on, token given: no rows'));
+  if (authPage.url().includes(PUBLISHER_KEY)) fail(`the token is in the URL: ${authPage.url()}`);
+  await authPage.reload({ waitUntil: 'load' });
+  await waitConn(authPage, 'live', 10_000, 'auth on, after a reload');
+  await rowsUpdate(authPage, await stamps(authPage), 5, 15_000, 'auth on, after a reload');
+  log('5b. with the token: live, rows updating, and after a reload too');
 
   if (state.pageErrors.length > 0) fail(`uncaught errors in the page:\n  ${state.pageErrors.join('\n  ')}`);
 }

@@ -168,6 +168,25 @@ test('a token refused with an error (auth off) stops too', () => {
   assert.equal(t.sockets.length, 1);
 });
 
+test('a subscribe refused as unauthorized (no token, auth on) is not live: it stops and says a token is needed', () => {
+  const t = setup();
+  t.client.start();
+  const ws = t.last();
+  ws.open();
+  ws.receive({ type: 'welcome', epoch: 'E1', heartbeat_ms: 15000, server_time: 0 });
+  const sub = ws.ops('subscribe')[0];
+  ws.receive({ type: 'error', id: sub.id, code: 'unauthorized', message: 'authenticate first' });
+  assert.ok(!t.log.states.some((s) => s.state === 'live'), 'never live: no price will come');
+  assert.equal(ws.closedWith.code, 1000);
+  const s = t.lastState();
+  assert.equal(s.state, 'stopped');
+  assert.equal(s.needsToken, true);
+  assert.match(s.reason, /token/);
+  assert.equal(t.log.errors.length, 1, 'the error is reported too');
+  t.clock.advance(60_000);
+  assert.equal(t.sockets.length, 1, 'the same (no) credentials would fail again');
+});
+
 test('a normal close (1000) from the broker stops', () => {
   const t = setup();
   t.client.start();

@@ -2,8 +2,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  fractionDigits,
-  formatNumber,
+  parseDecimal,
+  decimalsOf,
+  formatDecimal,
   formatChange,
   formatAge,
   sparklinePoints,
@@ -11,30 +12,52 @@ import {
   readSettings,
   DEFAULT_MAX_HZ,
 } from '../../crates/gateway/static/dashboard.js';
+import { dataNumbers } from '../../crates/gateway/static/tickwire.js';
 
-test('decimals as sent, as far as JSON keeps them', () => {
-  assert.equal(fractionDigits(64012.53), 2);
-  assert.equal(fractionDigits(64012.5), 1);
-  assert.equal(fractionDigits(1.08453), 5);
-  assert.equal(fractionDigits(100), 0);
-  assert.equal(fractionDigits(1.5e-7), 8);
-  assert.equal(fractionDigits(2e-7), 7);
-  assert.equal(fractionDigits(1e21), 0);
-  assert.equal(fractionDigits(NaN), 0);
-  assert.equal(fractionDigits('1.25'), 0, 'only numbers count');
-  assert.equal(formatNumber(1.5, 5), '1.50000');
-  assert.equal(formatNumber(null, 2), '—');
+const dec = (text) => parseDecimal(text);
+
+test('prices show the digits the publisher sent, no more, no fewer', () => {
+  const frame = '{"type":"tick","topic":"t","seq":1,"ts":1,"data":{"price":0.000000001234,"bid":123456789.123456789,"ask":64012.50}}';
+  const sent = decimalsOf(JSON.parse(frame).data, dataNumbers(frame));
+  assert.equal(formatDecimal(sent.price), '0.000000001234');
+  assert.equal(formatDecimal(sent.bid), '123456789.123456789');
+  assert.equal(formatDecimal(sent.ask), '64012.50');
+  // What a double makes of them: the reason for the texts.
+  assert.notEqual(String(JSON.parse(frame).data.bid), '123456789.123456789');
+  assert.equal(formatDecimal(dec('1.5e-7')), '0.00000015');
+  assert.equal(formatDecimal(dec('-2E+3')), '-2000');
+  assert.equal(formatDecimal(dec('1.5'), 4), '1.5000', 'padded to the row, never cut');
+  assert.equal(formatDecimal(dec('1.23456'), 2), '1.23456');
+  assert.equal(formatDecimal(null), '—');
+  assert.equal(parseDecimal('1e999'), null);
+  assert.equal(parseDecimal('abc'), null);
+  // Without the frame's text the parsed value is used.
+  assert.equal(formatDecimal(decimalsOf({ price: 1.25 }).price), '1.25');
+  // The mid of bid and ask, exact.
+  const mid = decimalsOf({ bid: 1.0845, ask: 1.0846 }, { bid: '1.0845', ask: '1.0846' }).price;
+  assert.equal(formatDecimal(mid), '1.08455');
+  assert.equal(formatDecimal(decimalsOf({ bid: 1, ask: 3 }).price), '2');
 });
 
-test('change since the first value, with sign and percent', () => {
-  assert.deepEqual(formatChange(110, 100, 2), { abs: '+10.00', pct: '+10.00%', dir: 'up', pctDir: 'up' });
-  assert.deepEqual(formatChange(99.5, 100, 2), { abs: '-0.50', pct: '-0.50%', dir: 'down', pctDir: 'down' });
-  assert.deepEqual(formatChange(100, 100, 2), { abs: '0.00', pct: '0.00%', dir: 'flat', pctDir: 'flat' });
-  // A float residue is shown as no change, not as -0.00.
-  assert.equal(formatChange(0.1 + 0.2, 0.3, 4).abs, '0.0000');
-  assert.deepEqual(formatChange(1.00001, 1, 5), { abs: '+0.00001', pct: '0.00%', dir: 'up', pctDir: 'flat' });
-  assert.equal(formatChange(null, 100, 2).abs, '—');
-  assert.equal(formatChange(5, 0, 2).pct, '—');
+test('change since the first value, exact, with sign and percent', () => {
+  assert.deepEqual(formatChange(dec('110'), dec('100'), 2), { abs: '+10.00', pct: '+10.00%', dir: 'up', pctDir: 'up' });
+  assert.deepEqual(formatChange(dec('99.5'), dec('100'), 2), { abs: '-0.50', pct: '-0.50%', dir: 'down', pctDir: 'down' });
+  assert.deepEqual(formatChange(dec('100'), dec('100'), 2), { abs: '0.00', pct: '0.00%', dir: 'flat', pctDir: 'flat' });
+  assert.equal(formatChange(dec('0.3'), dec('0.1'), 4).abs, '+0.2000', 'no float residue');
+  assert.deepEqual(formatChange(dec('1.00001'), dec('1'), 5), { abs: '+0.00001', pct: '0.00%', dir: 'up', pctDir: 'flat' });
+  assert.equal(formatChange(dec('123456789.123456790'), dec('123456789.123456789'), 9).abs, '+0.000000001');
+  assert.equal(formatChange(null, dec('100'), 2).abs, '—');
+  assert.equal(formatChange(dec('5'), dec('0'), 2).pct, '—');
+});
+
+test('the numbers of a frame\'s data, as written', () => {
+  const frame = '{"type":"tick","data":{"price":1.50,"s":"x\\"}","n":{"price":2},"bid":-1.50e-3 ,"t":true,"a":[1,{"b":"]"}],"ask":1E+2}}';
+  assert.deepEqual(dataNumbers(frame), { price: '1.50', bid: '-1.50e-3', ask: '1E+2' });
+  assert.deepEqual(dataNumbers('{"data":{"price":1,"price":"x"}}'), {}, 'the last of duplicate keys, as JSON.parse');
+  assert.deepEqual(dataNumbers('{"data":5}'), {});
+  assert.deepEqual(dataNumbers('[1]'), {});
+  assert.deepEqual(dataNumbers('not json'), {});
+  assert.deepEqual(dataNumbers(undefined), {});
 });
 
 test('age as short text', () => {

@@ -11,7 +11,7 @@
 
 // Relative, so that it resolves to /tickwire.js in the page and to the file
 // beside this one under `node --test`.
-import { TickwireClient, parsePatterns, patternMatches, priceOf } from './tickwire.js';
+import { TickwireClient, dataNumbers, parsePatterns, patternMatches } from './tickwire.js';
 
 /** Points kept per topic for the sparkline. */
 export const SPARK_POINTS = 60;
@@ -23,48 +23,98 @@ export const DEFAULT_MAX_HZ = 4;
 // ---------------------------------------------------------------------------
 // Pure helpers
 
-/**
- * Decimals that a number was sent with, as far as JSON keeps them (a
- * trailing zero is lost: 64012.50 arrives as 64012.5). The dashboard shows
- * each topic with the most decimals seen in its price, bid and ask so far,
- * which soon settles on the venue's own precision.
- */
-export function fractionDigits(value) {
-  if (typeof value !== 'number' || !Number.isFinite(value)) return 0;
-  const text = String(value);
-  const exp = text.indexOf('e');
-  if (exp >= 0) {
-    // 1.5e-7: the mantissa's decimals plus the exponent
-    const mantissa = text.slice(0, exp);
-    const dot = mantissa.indexOf('.');
-    return Math.max(0, (dot >= 0 ? mantissa.length - dot - 1 : 0) - Number(text.slice(exp + 1)));
+// Prices are shown from the text the publisher sent (see `dataNumbers` in
+// tickwire.js), held as exact decimals: `{ m, s }` is the BigInt `m` times
+// 10^-s. A double would drop a trailing zero, round a long price to another
+// number, and a tiny one to 0.00000000 when given a fixed number of places.
+
+/** Most decimals of a sent number that are shown; beyond, the cell would be all zeros anyway. */
+export const MAX_DECIMALS = 40;
+
+/** An exact decimal from a JSON number's text (`'64012.50'`, `'1.5e-7'`), or null. */
+export function parseDecimal(text) {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(typeof text === 'string' ? text : '');
+  if (!match) return null;
+  const [, sign, int, frac = '', exp = '0'] = match;
+  const e = Number(exp);
+  // A price beyond these exponents is no price; the bound keeps the digits short.
+  if (!(Math.abs(e) <= 60) || frac.length - e > MAX_DECIMALS) return null;
+  let digits = int + frac;
+  let s = frac.length - e;
+  if (s < 0) {
+    digits += '0'.repeat(-s);
+    s = 0;
   }
-  const dot = text.indexOf('.');
-  return dot >= 0 ? text.length - dot - 1 : 0;
+  return { m: BigInt(sign + digits), s };
 }
 
-/** Most decimals ever shown: beyond that a float's noise digits would show. */
-export const MAX_DECIMALS = 8;
+/** The decimal of a finite number (a value that came with no text). */
+export function decimalOfNumber(value) {
+  return typeof value === 'number' && Number.isFinite(value) ? parseDecimal(String(value)) : null;
+}
 
-/** `value` with `decimals` places, or an em dash when there is none. */
-export function formatNumber(value, decimals) {
-  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(decimals) : '—';
+function rescale(d, s) {
+  return s > d.s ? { m: d.m * 10n ** BigInt(s - d.s), s } : d;
+}
+
+/** `a - b`, exact. */
+export function decimalSub(a, b) {
+  const s = Math.max(a.s, b.s);
+  return { m: rescale(a, s).m - rescale(b, s).m, s };
+}
+
+/** `(a + b) / 2`, exact: the mid of a bid and an ask. */
+export function decimalMid(a, b) {
+  const s = Math.max(a.s, b.s);
+  const twice = rescale(a, s).m + rescale(b, s).m;
+  return twice % 2n === 0n ? { m: twice / 2n, s } : { m: twice * 5n, s: s + 1 };
+}
+
+/** -1, 0 or 1. */
+export function decimalCmp(a, b) {
+  const d = decimalSub(a, b).m;
+  return d > 0n ? 1 : d < 0n ? -1 : 0;
+}
+
+/** `d` with at least `places` decimals (trailing zeros added, never a digit cut), or an em dash. */
+export function formatDecimal(d, places = 0) {
+  if (!d) return '—';
+  const { m, s } = rescale(d, Math.max(d.s, places));
+  const scale = Math.max(d.s, places);
+  const neg = m < 0n;
+  const digits = (neg ? -m : m).toString().padStart(scale + 1, '0');
+  const text = scale > 0 ? `${digits.slice(0, digits.length - scale)}.${digits.slice(digits.length - scale)}` : digits;
+  return neg ? `-${text}` : text;
+}
+
+/**
+ * The price of a tick's `data` as an exact decimal: `price`, else the mid of
+ * `bid` and `ask`, else whichever of them is there, else null. `texts` are
+ * the numbers as sent (`dataNumbers`); a field without one is read from the
+ * parsed value.
+ */
+export function decimalsOf(data, texts = {}) {
+  const get = (k) => (typeof data[k] === 'number' ? parseDecimal(texts[k]) ?? decimalOfNumber(data[k]) : null);
+  const price = get('price');
+  const bid = get('bid');
+  const ask = get('ask');
+  const mid = price ?? (bid && ask ? decimalMid(bid, ask) : bid ?? ask);
+  return { price: mid, bid, ask };
 }
 
 /**
  * Change since the first value: `{ abs, pct, dir, pctDir }`, the display
- * texts and the signs ('up' | 'down' | 'flat') of what they show.
+ * texts and the signs ('up' | 'down' | 'flat') of what they show. `abs` is
+ * exact, with at least `places` decimals.
  */
-export function formatChange(price, first, decimals) {
-  if (typeof price !== 'number' || typeof first !== 'number') return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
-  const delta = price - first;
-  // Round before choosing the sign, so a float residue shows as 0, not -0.
-  const rounded = Number(delta.toFixed(decimals));
-  const dir = rounded > 0 ? 'up' : rounded < 0 ? 'down' : 'flat';
-  const sign = dir === 'up' ? '+' : '';
-  const abs = `${sign}${rounded === 0 ? (0).toFixed(decimals) : rounded.toFixed(decimals)}`;
-  if (first === 0) return { abs, pct: '—', dir, pctDir: 'flat' };
-  const pctValue = Number(((delta / Math.abs(first)) * 100).toFixed(2));
+export function formatChange(price, first, places) {
+  if (!price || !first) return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
+  const delta = decimalSub(price, first);
+  const dir = delta.m > 0n ? 'up' : delta.m < 0n ? 'down' : 'flat';
+  const abs = `${dir === 'up' ? '+' : ''}${formatDecimal(delta, places)}`;
+  const base = Number(formatDecimal(first));
+  if (base === 0) return { abs, pct: '—', dir, pctDir: 'flat' };
+  const pctValue = Number(((Number(formatDecimal(delta)) / Math.abs(base)) * 100).toFixed(2));
   const pct = `${pctValue > 0 ? '+' : ''}${pctValue === 0 ? '0.00' : pctValue.toFixed(2)}%`;
   const pctDir = pctValue > 0 ? 'up' : pctValue < 0 ? 'down' : 'flat';
   return { abs, pct, dir, pctDir };
@@ -131,6 +181,25 @@ export function readSettings(search) {
 // The page
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
+/** sessionStorage key of the token: kept for this tab's reloads, never put in the URL. */
+const TOKEN_KEY = 'tickwire.token';
+
+function loadToken(win) {
+  try {
+    return win.sessionStorage.getItem(TOKEN_KEY) || null;
+  } catch {
+    return null; // storage disabled: the token is asked for again
+  }
+}
+
+function saveToken(win, token) {
+  try {
+    if (token) win.sessionStorage.setItem(TOKEN_KEY, token);
+    else win.sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage disabled: the token still serves this page
+  }
+}
 const FLASH_MS = 700;
 /** A row is redrawn at most this often (10 Hz: faster than anyone reads). */
 const ROW_MIN_INTERVAL_MS = 100;
@@ -149,6 +218,9 @@ class Dashboard {
     this.connInfo = { state: 'idle' };
     this.countdownTimer = 0;
     this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
+    this.received = 0; // snapshots and ticks taken, ever: see loadTopicStates
+    this.numChars = 0; // longest price, bid or ask text so far (see fitColumns)
+    this.changeChars = 0;
 
     const settings = readSettings(win.location.search);
     const parsed = parsePatterns(settings.filter);
@@ -157,10 +229,11 @@ class Dashboard {
     this.selectMaxHz(settings.maxHz);
 
     this.client = new TickwireClient({
+      token: loadToken(win),
       topics: this.patterns,
       maxHz: settings.maxHz || null,
-      onSnapshot: (msg, meta) => this.onData(msg, meta, false),
-      onTick: (msg, meta) => this.onData(msg, meta, true),
+      onSnapshot: (msg, meta, frame) => this.onData(msg, meta, false, frame),
+      onTick: (msg, meta, frame) => this.onData(msg, meta, true, frame),
       onStatus: (msg) => this.onStatus(msg),
       onState: (info) => this.onState(info),
       onError: (err) => this.showError(`${err.code}: ${err.message}`),
@@ -178,6 +251,11 @@ class Dashboard {
       this.saveSettings();
     });
     this.el('reconnect').addEventListener('click', () => this.client.start());
+    this.el('token-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.useToken(this.el('token').value.trim());
+    });
+    this.el('token-form').hidden = this.client.token === null;
     // Ages and the rate move with time, not with ticks.
     this.win.setInterval(() => this.tickClock(), 500);
     this.client.start();
@@ -185,30 +263,33 @@ class Dashboard {
 
   // -- client callbacks: update models only ---------------------------------
 
-  onData(msg, meta, isTick) {
+  onData(msg, meta, isTick, frame) {
     this.stats.messages += 1;
+    this.received += 1;
     if (meta.cause === 'conflation') this.stats.conflated += meta.gap;
     if (meta.cause === 'recovery_failed') this.stats.recoveryFailed += 1;
     if (meta.duplicate) return; // a value already shown (overlapping subscribe)
     const m = this.model(msg.topic);
     const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
-    const price = priceOf(data);
-    for (const v of [data.price, data.bid, data.ask]) {
-      const digits = fractionDigits(v);
-      if (digits > m.decimals) m.decimals = Math.min(MAX_DECIMALS, digits);
-    }
+    const { price, bid, ask } = decimalsOf(data, dataNumbers(frame));
+    // Every sent number shows all its decimals; the others of the row pad to them.
+    // (A mid's extra half digit does not count: it was not sent.)
+    const sent = typeof data.price === 'number' ? price : null;
+    for (const d of [sent, bid, ask]) if (d && d.s > m.decimals) m.decimals = d.s;
     if (price !== null) {
       if (m.first === null) m.first = price;
       // Flash only on a live move, not on the first value or a snapshot.
-      if (isTick && m.price !== null && price !== m.price) m.flash = price > m.price ? 'up' : 'down';
+      const move = m.price === null ? 0 : decimalCmp(price, m.price);
+      if (isTick && move !== 0) m.flash = move > 0 ? 'up' : 'down';
       m.price = price;
-      m.hist.push(price);
+      m.hist.push(Number(formatDecimal(price)));
       if (m.hist.length > SPARK_POINTS) m.hist.splice(0, m.hist.length - SPARK_POINTS);
     }
-    if (typeof data.bid === 'number') m.bid = data.bid;
-    if (typeof data.ask === 'number') m.ask = data.ask;
+    if (bid) m.bid = bid;
+    if (ask) m.ask = ask;
     m.ts = msg.ts;
     m.seq = msg.seq;
+    m.received = this.received;
     m.updates += 1;
     // A tick revives a stale topic; the broker's `status: live` says so too.
     if (isTick) m.stale = false;
@@ -226,8 +307,21 @@ class Dashboard {
     this.markDirty(m);
   }
 
+  /** Connects again with `token` (empty: none), and keeps it for reloads of this tab. */
+  useToken(token) {
+    saveToken(this.win, token);
+    this.el('token').value = '';
+    this.showError('');
+    this.client.token = token || null;
+    this.client.stop('changing the token');
+    this.client.start();
+  }
+
   onState(info) {
     this.connInfo = info;
+    // Refused for want of a (good) token: ask for one.
+    const refused = info.state === 'stopped' && (info.needsToken === true || (info.code >= 4500 && info.code <= 4999));
+    if (refused) this.el('token-form').hidden = false;
     if (info.state === 'live') this.loadTopicStates();
     this.renderConnection();
     // A countdown needs its own timer: nothing else happens while waiting.
@@ -240,13 +334,26 @@ class Dashboard {
    * topic that was already stale would look live. Ask the broker after each
    * (re)subscribe; a later tick or status overrides what this says. Topics
    * whose snapshot has not arrived yet keep a hint for when it does.
+   *
+   * A topic the broker does not list at all (a restarted broker that has
+   * not heard of it again) will get no tick and no status: its price is
+   * frozen for good, so it is shown stale too, unless a value of it came in
+   * after the question was asked.
    */
   async loadTopicStates() {
+    const asked = this.received;
     try {
       const res = await this.win.fetch('/api/topics', { cache: 'no-store' });
       if (!res.ok) return;
       const body = await res.json();
       this.staleHints.clear();
+      const listed = new Set((body.topics ?? []).map((t) => t.topic));
+      for (const m of this.models.values()) {
+        if (!listed.has(m.topic) && m.received <= asked && !m.stale) {
+          m.stale = true;
+          this.markDirty(m);
+        }
+      }
       for (const t of body.topics ?? []) {
         if (t.state !== 'stale' || typeof t.last_ts !== 'number') continue;
         const m = this.models.get(t.topic);
@@ -321,8 +428,8 @@ class Dashboard {
       m = {
         topic,
         first: null, // first price this page saw: the base of the change columns
-        price: null,
-        decimals: 0, // see fractionDigits
+        price: null, // exact decimals, see parseDecimal
+        decimals: 0, // most decimals sent so far in price, bid or ask
         bid: null,
         ask: null,
         ts: null,
@@ -331,6 +438,7 @@ class Dashboard {
         stale: false,
         flash: null, // 'up' | 'down' to flash on the next draw
         updates: 0,
+        received: 0, // this.received when its last value came
         row: null, // the <tr>, once drawn
         vals: null, // its value boxes
         ageText: '',
@@ -454,14 +562,16 @@ class Dashboard {
   renderRow(m, now) {
     const { vals, row } = m;
     const d = m.decimals;
-    setText(vals.price, formatNumber(m.price, d));
+    const texts = { price: formatDecimal(m.price, d), bid: formatDecimal(m.bid, d), ask: formatDecimal(m.ask, d) };
+    setText(vals.price, texts.price);
     const change = formatChange(m.price, m.first, d);
     setText(vals.change, change.abs);
     setText(vals.pct, change.pct);
     setAttr(vals.change.parentNode, 'data-dir', change.dir);
     setAttr(vals.pct.parentNode, 'data-dir', change.pctDir);
-    setText(vals.bid, formatNumber(m.bid, d));
-    setText(vals.ask, formatNumber(m.ask, d));
+    setText(vals.bid, texts.bid);
+    setText(vals.ask, texts.ask);
+    this.fitColumns(Math.max(texts.price.length, texts.bid.length, texts.ask.length), change.abs.length);
     vals.spark.setAttribute('points', sparklinePoints(m.hist));
     const trend = m.hist.length > 1 ? Math.sign(m.hist[m.hist.length - 1] - m.hist[0]) : 0;
     setAttr(vals.spark, 'class', trend > 0 ? 'up' : trend < 0 ? 'down' : 'flat');
@@ -477,6 +587,23 @@ class Dashboard {
       setAttr(td, 'data-dir', m.flash);
       m.flashAnim = flash(td, m.flash, m.flashAnim);
       m.flash = null;
+    }
+  }
+
+  /**
+   * Widens the number columns to their longest text so far: a price is
+   * never cut to an ellipsis. They only grow, so the table is laid out
+   * again only when a longer number than any before shows up.
+   */
+  fitColumns(numChars, changeChars) {
+    const table = this.el('topics');
+    if (numChars > this.numChars) {
+      this.numChars = numChars;
+      table.style.setProperty('--num-ch', String(numChars));
+    }
+    if (changeChars > this.changeChars) {
+      this.changeChars = changeChars;
+      table.style.setProperty('--change-ch', String(changeChars));
     }
   }
 
@@ -501,6 +628,9 @@ class Dashboard {
     const info = this.connInfo;
     const conn = this.el('conn');
     conn.dataset.state = info.state;
+    // Off the broker, every price on the page is frozen: the table greys out
+    // (dashboard.css) so that none of them looks current.
+    setAttr(this.el('topics'), 'data-conn', info.state === 'live' ? 'live' : 'down');
     setText(this.el('conn-state'), connectionText(info, this.client.clock.now()));
     let detail = '';
     if (info.state === 'live' && info.recovered === true) detail = 'recovered every missed tick';

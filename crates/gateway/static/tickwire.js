@@ -12,6 +12,7 @@
 // * `GapTracker`: per-topic seq bookkeeping; tells conflation from loss
 // * `buildSubscribe`: the `subscribe` request, with recovery fields
 // * `priceOf`: the price of a tick's `data` (price, else mid of bid/ask)
+// * `dataNumbers`: the numbers of a frame's `data` as the publisher wrote them
 // * `TickwireClient`: the connection itself; takes its WebSocket
 //   constructor, clock and random source as options so tests can drive it
 
@@ -215,6 +216,92 @@ export function priceOf(data) {
   const ask = num(data.ask);
   if (bid !== null && ask !== null) return (bid + ask) / 2;
   return bid ?? ask;
+}
+
+/**
+ * The numbers among the top-level members of a frame's `data`, as the
+ * publisher wrote them: `dataNumbers('{"type":"tick",...,"data":{"price":64012.50}}')`
+ * is `{ price: '64012.50' }`. `data` is passed byte for byte, but
+ * `JSON.parse` makes doubles of it: a trailing zero is gone, and a price
+ * with more than about 16 significant digits comes out as another number.
+ * These texts are what a dashboard should show. `{}` for a frame that is not
+ * a JSON object or has no object `data`.
+ */
+export function dataNumbers(frame) {
+  const out = {};
+  if (typeof frame !== 'string') return out;
+  let i = 0;
+  const n = frame.length;
+  const space = () => {
+    while (i < n && (frame[i] === ' ' || frame[i] === '\t' || frame[i] === '\n' || frame[i] === '\r')) i++;
+  };
+  const expect = (c) => {
+    space();
+    if (frame[i] !== c) throw new SyntaxError(`expected ${c}`);
+    i++;
+  };
+  const string = () => {
+    space();
+    const start = i;
+    if (frame[i] !== '"') throw new SyntaxError('expected a string');
+    for (i++; i < n; i++) {
+      if (frame[i] === '\\') i++;
+      else if (frame[i] === '"') return JSON.parse(frame.slice(start, ++i));
+    }
+    throw new SyntaxError('unterminated string');
+  };
+  // Skips one value; returns its text when it is a number or a literal.
+  const value = () => {
+    space();
+    const c = frame[i];
+    if (c === '"') return void string();
+    if (c === '{' || c === '[') {
+      let depth = 0;
+      while (i < n) {
+        const d = frame[i];
+        if (d === '"') {
+          string();
+          continue;
+        }
+        if (d === '{' || d === '[') depth++;
+        else if (d === '}' || d === ']') depth--;
+        i++;
+        if (depth === 0) return undefined;
+      }
+      throw new SyntaxError('unterminated value');
+    }
+    const start = i;
+    while (i < n && !',}] \t\n\r'.includes(frame[i])) i++;
+    return frame.slice(start, i);
+  };
+  // Calls `member(key)` for each member of the object at `i`; `member` must consume the value.
+  const members = (member) => {
+    expect('{');
+    space();
+    if (frame[i] === '}') return void i++;
+    for (;;) {
+      const key = string();
+      expect(':');
+      member(key);
+      space();
+      if (frame[i] === ',') i++;
+      else return expect('}');
+    }
+  };
+  try {
+    members((key) => {
+      space();
+      if (key !== 'data' || frame[i] !== '{') return void value();
+      members((k) => {
+        const text = value();
+        if (text !== undefined && /^-?\d/.test(text)) out[k] = text;
+        else delete out[k]; // a later duplicate key wins, as in JSON.parse
+      });
+    });
+  } catch {
+    return {};
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -569,7 +656,7 @@ export class TickwireClient {
     switch (msg.type) {
       case 'tick':
       case 'snapshot':
-        return this.#onData(msg);
+        return this.#onData(msg, text);
       case 'status':
         if (this.matches(msg.topic)) this.onStatus?.(msg);
         return;
@@ -668,6 +755,19 @@ export class TickwireClient {
       this.#setState({ state: 'stopped', reason: `token refused (${msg.code}: ${msg.message})`, code: null });
       return;
     }
+    if (req && req.op === 'subscribe' && msg.code === 'unauthorized') {
+      // Auth is on and this connection has no (good) token: nothing will
+      // come, and the broker closes with 4500 at its auth deadline. Saying
+      // `live` until then would be a lie; stop as 4500 would.
+      this.#teardown(1000, 'unauthorized');
+      this.#setState({
+        state: 'stopped',
+        reason: `the broker needs a token (${msg.code}: ${msg.message})`,
+        code: null,
+        needsToken: true,
+      });
+      return;
+    }
     // A refused first subscribe still leaves a working connection.
     if (req && req.initial) this.#goLive(null);
   }
@@ -679,14 +779,15 @@ export class TickwireClient {
     this.#setState({ state: 'live', epoch: this.epoch, recovered });
   }
 
-  #onData(msg) {
+  #onData(msg, frame) {
     if (typeof msg.topic !== 'string' || typeof msg.seq !== 'number') return;
     // Ticks of a pattern that was just unsubscribed may still be in flight.
     if (!this.matches(msg.topic)) return;
     const meta = this.tracker.observe(msg.type, msg.topic, msg.seq, typeof msg.epoch === 'string' ? msg.epoch : null);
     if (!meta.accept) return;
-    if (msg.type === 'tick') this.onTick?.(msg, meta);
-    else this.onSnapshot?.(msg, meta);
+    // The frame's text goes along: `dataNumbers(frame)` has the numbers as sent.
+    if (msg.type === 'tick') this.onTick?.(msg, meta, frame);
+    else this.onSnapshot?.(msg, meta, frame);
   }
 
   // -- heartbeat ---------------------------------------------------------
