@@ -499,3 +499,52 @@ async fn a_publish_body_that_never_arrives_is_a_timeout() {
     let (_, b) = http(srv.addr, "GET", "/api/topics", &[], b"").await;
     assert_eq!(parse(&b)["topics"], json!([]), "nothing was published");
 }
+
+/// A recovery whose `since` names topics the broker does not have is checked
+/// against the request's patterns (was each such topic one the client could
+/// have seen?). That check ran under the registry's write lock, each entry
+/// against every pattern: 1,024 wildcard patterns and 5,000 such entries in
+/// one 60 KB subscribe held every publish of the broker back for as long as
+/// the request took. A publisher on another thread must not stall for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_since_of_unknown_topics_does_not_hold_publishers_back() {
+    let srv = TestServer::start().await;
+    let epoch = srv.engine().epoch().to_owned();
+    let mut c = srv.client().await;
+    let patterns: Vec<String> = (0..1024).map(|i| format!("p{i}.*")).collect();
+    let mut since = serde_json::Map::new();
+    for i in 0..5000 {
+        since.insert(format!("q{i}"), json!(1));
+    }
+    let msg = json!({"op":"subscribe","id":1,"topics":patterns,"since":since,"epoch":epoch,"snapshot":false})
+        .to_string();
+    assert!(msg.len() < 64 * 1024, "{} bytes", msg.len());
+    // A publisher on its own thread: the longest any one publish took.
+    let engine = srv.engine().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let topic = tickwire_proto::Topic::parse("pub.x").expect("topic");
+            let mut longest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                engine.publish(&topic, b"{}").expect("publish");
+                longest = longest.max(t.elapsed());
+                std::thread::yield_now();
+            }
+            longest
+        })
+    };
+    let t = std::time::Instant::now();
+    c.send_text(&msg).await;
+    let reply = c.expect_type("subscribed").await;
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let longest = publisher.join().expect("publisher");
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert!(
+        longest < took / 4 + Duration::from_millis(20),
+        "a publish waited {longest:?} while the subscribe took {took:?}"
+    );
+}

@@ -5,7 +5,7 @@ use std::ops::Range;
 use simd_json::prelude::*;
 use simd_json::{BorrowedValue, StaticNode};
 
-use crate::scan::{depth_within, member_span, tokens_strict};
+use crate::scan::{depth_within, member_span, number_end, tokens_strict};
 use crate::topic::{Pattern, Topic};
 
 /// A request id as the client sent it, kept as JSON text so it is echoed exactly
@@ -140,11 +140,9 @@ fn bad(id: &Option<Id>, msg: impl Into<String>) -> ParseError {
 /// what the scanner finds there (not so when `id` appears twice).
 fn raw_number_id(input: &[u8]) -> Option<Id> {
     let raw = &input[member_span(input, "id")?];
-    let number = !raw.is_empty()
-        && raw
-            .iter()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
-    if !number {
+    // Exactly one JSON number: simd-json also reads some text that is not
+    // one (`1.5.5`, `7-5`), which echoed as written made the reply not JSON.
+    if number_end(raw, 0) != Some(raw.len()) {
         return None;
     }
     Some(Id(std::str::from_utf8(raw).ok()?.into()))
@@ -472,6 +470,35 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         let e = parse(r#"{"op":"subscribe","topics":["a"],"max_hz":0}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    /// simd-json reads some text that is no JSON number as one (the lax
+    /// slow paths `tokens_strict` is there for): such an id must not be
+    /// echoed as written, which would make the reply itself not JSON.
+    #[test]
+    fn an_id_simd_json_lets_through_is_never_echoed_as_written() {
+        let mut accepted = 0;
+        for raw in [
+            "95111112.51111111109.5",
+            "6210000000000000000000007-5",
+            "1.5e5e5",
+            "6000000000000000000.1.1",
+        ] {
+            let Ok(m) = parse(&format!(r#"{{"op":"ping","id":{raw}}}"#)) else {
+                continue;
+            };
+            let ClientMsg::Ping { id: Some(id) } = m else {
+                panic!("{raw}: {m:?}")
+            };
+            let text = id.json();
+            assert_eq!(
+                crate::scan::number_end(text.as_bytes(), 0),
+                Some(text.len()),
+                "{raw} echoed as {text}, not a JSON number"
+            );
+            accepted += 1;
+        }
+        assert!(accepted > 0, "simd-json refused them all: nothing tested");
     }
 
     #[test]

@@ -205,7 +205,7 @@ fn literal_end(b: &[u8], i: usize, lit: &[u8]) -> Option<usize> {
 }
 
 /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` from `i`.
-fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+pub(crate) fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
     let digits = |b: &[u8], mut i: usize| {
         let start = i;
         while b.get(i).is_some_and(u8::is_ascii_digit) {
