@@ -223,10 +223,19 @@ async fn an_http_client_that_never_reads_its_answer_is_let_go() {
     // write_timeout_ms it gives the connection (and its answer) up.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut every = tokio::time::interval(Duration::from_millis(50));
+    // Seen open first: a /proc/net/tcp that shows nothing (unreadable, or
+    // the wrong socket) must fail the test, not pass it.
+    let mut seen_open = false;
     loop {
         every.tick().await;
         let states = server_socket_states(srv.addr.port(), peer);
-        if !states.contains(&ESTABLISHED) {
+        if states.contains(&ESTABLISHED) {
+            seen_open = true;
+        } else {
+            assert!(
+                seen_open,
+                "the broker's socket was never seen open: {states:?}"
+            );
             break;
         }
         assert!(
