@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tickwire_proto::Topic;
 use tickwire_testkit::raw::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawClient};
 use tickwire_testkit::{
-    Client, Closed, JWT_SECRET, KEY, TestServer, WAIT, http, jwt, now_s, publish_http,
+    Client, Closed, JWT_SECRET, KEY, TestServer, WAIT, jwt, now_s, post_publish, publish_http,
     small_rcvbuf_client,
 };
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -70,15 +70,10 @@ async fn unknown_fields_are_ignored_in_every_request() {
         json!({"type":"unsubscribed","id":5,"topics":["u.x"]})
     );
     // And in the body of an HTTP publish.
-    let auth = format!("Bearer {KEY}");
-    let (s, b) = http(
+    let (s, b) = post_publish(
         srv.addr,
-        "POST",
-        "/api/publish",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
+        KEY,
+        Some("application/json"),
         br#"{"topic":"u.x","data":{"p":2},"source":{"data":[1]},"tags":["a"]}"#,
     )
     .await;
@@ -186,12 +181,10 @@ async fn data_size_is_counted_on_the_raw_bytes_whitespace_included() {
     let raw = sub.recv_text().await;
     assert!(raw.ends_with(&format!(r#","data":{at}}}"#)), "{raw}");
     // The same over HTTP.
-    let auth = format!("Bearer {KEY}");
-    let (s, b) = http(
+    let (s, b) = post_publish(
         srv.addr,
-        "POST",
-        "/api/publish",
-        &[("Authorization", &auth)],
+        KEY,
+        None,
         format!(r#"{{"topic":"w","data":{over}}}"#).as_bytes(),
     )
     .await;
@@ -858,12 +851,10 @@ async fn with_auth_on_a_publisher_key_may_do_anything() {
         .await;
     assert_eq!(m.expect_type("ack").await["seq"], 2);
     let token = jwt(json!({"sub":"feed","exp":now_s()+60,"publish":["fx.*"]}));
-    let auth = format!("Bearer {token}");
-    let (s, b) = http(
+    let (s, b) = post_publish(
         srv.addr,
-        "POST",
-        "/api/publish",
-        &[("Authorization", &auth)],
+        &token,
+        None,
         br#"{"topic":"fx.EUR-USD","data":{"p":1}}"#,
     )
     .await;
@@ -979,15 +970,7 @@ async fn tokens_are_never_logged() {
     drop(c);
     // Over HTTP.
     for t in [KEY, good.as_str(), bad] {
-        let auth = format!("Bearer {t}");
-        http(
-            srv.addr,
-            "POST",
-            "/api/publish",
-            &[("Authorization", &auth)],
-            br#"{"topic":"l.t","data":{}}"#,
-        )
-        .await;
+        post_publish(srv.addr, t, None, br#"{"topic":"l.t","data":{}}"#).await;
     }
     // Wait for every connection's end to be logged ("closed").
     let deadline = tokio::time::Instant::now() + WAIT;

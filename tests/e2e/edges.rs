@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tickwire_testkit::{Client, JWT_SECRET, KEY, TestServer, WAIT, http, jwt, publish_http};
+use tickwire_testkit::{
+    Client, JWT_SECRET, KEY, TestServer, WAIT, http, jwt, post_publish, publish_http, tcp_states,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn parse(body: &str) -> Value {
@@ -91,18 +93,7 @@ async fn a_broken_chunked_body_is_a_bad_request_not_too_large() {
     let resp = raw_http(&srv, req.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(resp.contains("\"payload_too_large\""), "{resp}");
-    let auth = format!("Bearer {KEY}");
-    let (s, b) = http(
-        srv.addr,
-        "POST",
-        "/api/publish",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        data.as_bytes(),
-    )
-    .await;
+    let (s, b) = post_publish(srv.addr, KEY, Some("application/json"), data.as_bytes()).await;
     assert_eq!(
         (s, parse(&b)["error"].as_str()),
         (413, Some("payload_too_large"))
@@ -114,18 +105,7 @@ async fn an_ndjson_batch_over_max_topics_publishes_nothing() {
     let srv = TestServer::start_with(|e, _| e.max_topics = 2).await;
     publish_http(srv.addr, "cap.a", json!({"p":1})).await;
     let body = "{\"topic\":\"cap.a\",\"data\":{\"p\":2}}\n{\"topic\":\"cap.b\",\"data\":{\"p\":1}}\n{\"topic\":\"cap.c\",\"data\":{\"p\":1}}\n";
-    let auth = format!("Bearer {KEY}");
-    let (s, b) = http(
-        srv.addr,
-        "POST",
-        "/api/publish",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-ndjson"),
-        ],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, b) = post_publish(srv.addr, KEY, Some("application/x-ndjson"), body.as_bytes()).await;
     let v = parse(&b);
     assert_eq!(s, 400, "{b}");
     assert_eq!(
@@ -169,31 +149,6 @@ async fn an_empty_token_is_never_a_publisher_key() {
     );
 }
 
-/// TCP states of the broker's sockets (local port `port`) to the peer port `peer`.
-fn server_socket_states(port: u16, peer: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let port_of = |c: Option<&&str>| {
-                c.and_then(|a| a.rsplit(':').next())
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-            };
-            if port_of(cols.get(1)) == Some(port) && port_of(cols.get(2)) == Some(peer) {
-                out.push(
-                    cols.get(3)
-                        .and_then(|s| u8::from_str_radix(s, 16).ok())
-                        .unwrap_or(0),
-                );
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn an_http_client_that_never_reads_its_answer_is_let_go() {
     const ESTABLISHED: u8 = 1;
@@ -228,7 +183,7 @@ async fn an_http_client_that_never_reads_its_answer_is_let_go() {
     let mut seen_open = false;
     loop {
         every.tick().await;
-        let states = server_socket_states(srv.addr.port(), peer);
+        let states = tcp_states(srv.addr.port(), Some(peer));
         if states.contains(&ESTABLISHED) {
             seen_open = true;
         } else {
@@ -420,15 +375,7 @@ async fn a_token_without_publish_rights_is_forbidden_to_publish_as_over_http() {
         (Some("forbidden"), Some("p")),
         "{e}"
     );
-    let auth = format!("Bearer {token}");
-    let (s, b) = http(
-        srv.addr,
-        "POST",
-        "/api/publish",
-        &[("Authorization", &auth)],
-        br#"{"topic":"ro.x","data":{}}"#,
-    )
-    .await;
+    let (s, b) = post_publish(srv.addr, &token, None, br#"{"topic":"ro.x","data":{}}"#).await;
     assert_eq!(
         (s, parse(&b)["error"].as_str()),
         (403, Some("forbidden")),
@@ -451,16 +398,8 @@ async fn deeply_nested_json_is_a_bad_request_not_a_crash() {
     // Refused before it is read, like a message that is not JSON: no id.
     let e = c.expect_type("error").await;
     assert_eq!(e["code"], "bad_request", "{e}");
-    let auth = format!("Bearer {KEY}");
     let body = format!(r#"{{"topic":"deep.x","data":{{"a":{deep}}}}}"#);
-    let (s, b) = http(
-        srv.addr,
-        "POST",
-        "/api/publish",
-        &[("Authorization", &auth)],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, b) = post_publish(srv.addr, KEY, None, body.as_bytes()).await;
     assert_eq!(
         (s, parse(&b)["error"].as_str()),
         (400, Some("bad_request")),

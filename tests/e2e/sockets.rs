@@ -4,31 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tickwire_testkit::raw::{OP_BINARY, OP_CLOSE, RawClient};
-use tickwire_testkit::{Closed, TestServer, WAIT};
-
-/// TCP states (include/net/tcp_states.h) of sockets whose local port is `port`.
-fn states(port: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(st)) = (cols.get(1), cols.get(3)) else {
-                continue;
-            };
-            let lport = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if lport == Some(port) {
-                out.push(u8::from_str_radix(st, 16).unwrap_or(0));
-            }
-        }
-    }
-    out
-}
+use tickwire_testkit::{Closed, TestServer, WAIT, tcp_states};
 
 const FIN_WAIT1: u8 = 4;
 const FIN_WAIT2: u8 = 5;
@@ -85,7 +61,7 @@ async fn no_broker_socket_is_left_in_close_wait_or_fin_wait() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         every.tick().await;
-        let st = states(port);
+        let st = tcp_states(port, None);
         if !st.iter().any(bad) {
             assert!(
                 st.contains(&ESTABLISHED),

@@ -389,21 +389,24 @@ pub fn now_s() -> u64 {
     tickwire_proto::now_ms() / 1000
 }
 
+/// `POST /api/publish` with `Authorization: Bearer <token>` and, when
+/// given, a `Content-Type`; returns status and body.
+pub async fn post_publish(
+    addr: SocketAddr,
+    token: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    headers.extend(content_type.map(|c| ("Content-Type", c)));
+    http(addr, "POST", "/api/publish", &headers, body).await
+}
+
 /// Publishes over HTTP with [`KEY`]; returns the seq.
 pub async fn publish_http(addr: SocketAddr, topic: &str, data: Value) -> u64 {
     let body = serde_json::json!({ "topic": topic, "data": data }).to_string();
-    let auth = format!("Bearer {KEY}");
-    let (status, body) = http(
-        addr,
-        "POST",
-        "/api/publish",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_bytes(),
-    )
-    .await;
+    let (status, body) = post_publish(addr, KEY, Some("application/json"), body.as_bytes()).await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("JSON");
     v["seqs"][0].as_u64().expect("seq")
@@ -431,4 +434,33 @@ pub async fn small_rcvbuf_client(addr: SocketAddr, rcvbuf: usize) -> Client {
     .expect("handshake in time")
     .expect("handshake");
     Client { ws }
+}
+
+/// TCP states (include/net/tcp_states.h: 1 established, 6 time-wait, ...) of
+/// this machine's sockets whose local port is `port` and, when given, whose
+/// remote port is `peer`, from `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn tcp_states(port: u16, peer: Option<u16>) -> Vec<u8> {
+    let port_of = |c: Option<&&str>| {
+        c.and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if port_of(cols.get(1)) == Some(port)
+                && peer.is_none_or(|peer| port_of(cols.get(2)) == Some(peer))
+            {
+                out.push(
+                    cols.get(3)
+                        .and_then(|s| u8::from_str_radix(s, 16).ok())
+                        .unwrap_or(0),
+                );
+            }
+        }
+    }
+    out
 }
