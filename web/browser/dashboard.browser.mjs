@@ -454,6 +454,12 @@ async function run(state) {
   if (authPage.url().includes(PUBLISHER_KEY)) fail(`the token is in the URL: ${authPage.url()}`);
   await authPage.reload({ waitUntil: 'load' });
   await waitConn(authPage, 'live', 10_000, 'auth on, after a reload');
+  // The rows first: 'live' comes with the subscribe's reply, and the
+  // snapshots behind it may not be drawn yet (on a busy machine the stamps
+  // were taken of an empty table, so no row could ever count as updated).
+  await authPage
+    .waitForFunction(() => document.querySelectorAll('#topic-rows tr[data-topic]').length >= 10, null, { timeout: 15_000 })
+    .catch(() => fail('auth on, after a reload: no rows'));
   await rowsUpdate(authPage, await stamps(authPage), 5, 15_000, 'auth on, after a reload');
   log('5b. with the token: live, rows updating, and after a reload too');
 
