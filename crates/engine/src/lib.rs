@@ -15,6 +15,7 @@
 //! * `idhash`: maps keyed by broker-assigned ids, with a cheap hash
 
 mod idhash;
+mod index;
 mod outbox;
 mod registry;
 mod stats;
