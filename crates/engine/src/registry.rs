@@ -622,6 +622,34 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Creates those of `topics` that do not exist yet, all or none: when
+    /// they do not all fit under `max_topics` none is created. A batch that
+    /// creates its topics first cannot be refused halfway through its
+    /// publishes by topics another publisher created meanwhile. A topic
+    /// created here has no value until its first tick.
+    ///
+    /// # Errors
+    /// [`PublishError::TooManyTopics`] when the new ones do not all fit.
+    pub fn create_topics<'a>(
+        &self,
+        topics: impl IntoIterator<Item = &'a Topic>,
+    ) -> Result<(), PublishError> {
+        let mut reg = self.reg.write();
+        let mut new: Vec<&Topic> = topics
+            .into_iter()
+            .filter(|t| !reg.by_name.contains_key(t.as_str()))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if reg.slots.len() + new.len() > self.cfg.max_topics {
+            return Err(PublishError::TooManyTopics(self.cfg.max_topics));
+        }
+        for t in new {
+            self.create_locked(&mut reg, t, &self.epoch);
+        }
+        Ok(())
+    }
+
     fn create_topic(&self, topic: &Topic, epoch: &Arc<str>) -> Result<Arc<Slot>, PublishError> {
         let mut reg = self.reg.write();
         if let Some(slot) = reg.by_name.get(topic.as_str()) {
@@ -630,13 +658,17 @@ impl Engine {
         if reg.slots.len() >= self.cfg.max_topics {
             return Err(PublishError::TooManyTopics(self.cfg.max_topics));
         }
+        Ok(self.create_locked(&mut reg, topic, epoch))
+    }
+
+    /// Creates `topic` (not in the registry, with room for it).
+    fn create_locked(&self, reg: &mut Registry, topic: &Topic, epoch: &Arc<str>) -> Arc<Slot> {
         let id = TopicId(reg.slots.len() as u32);
         let slot = Arc::new(Slot {
             id,
             topic: topic.clone(),
             inner: Mutex::new(SlotInner::new(epoch.clone())),
         });
-        let reg = &mut *reg;
         {
             let mut inner = slot.inner.lock();
             let mut holders: Vec<ConnId> =
@@ -663,7 +695,7 @@ impl Engine {
         reg.slots.push(slot.clone());
         reg.topic_index.insert(topic.as_str(), id);
         reg.by_name.insert(topic.clone(), slot.clone());
-        Ok(slot)
+        slot
     }
 
     fn publish_to(&self, slot: &Slot, data: &[u8]) -> Published {
@@ -1552,6 +1584,32 @@ mod tests {
             e.publish(&t("b"), b"{}"),
             Err(PublishError::TooManyTopics(1))
         );
+    }
+
+    #[test]
+    fn create_topics_creates_all_or_none() {
+        let e = Engine::new(EngineConfig {
+            max_topics: 3,
+            ..Default::default()
+        });
+        e.publish(&t("a"), b"{}").unwrap();
+        // Two new (b twice) and one held: fits in 3.
+        e.create_topics([&t("b"), &t("a"), &t("b"), &t("c")])
+            .unwrap();
+        assert_eq!(e.topic_count(), 3);
+        assert!(e.has_topic(&t("c")));
+        // A new topic created without a value: no tick yet.
+        assert_eq!(e.snapshot(&[t("c")]).len(), 0);
+        let e = Engine::new(EngineConfig {
+            max_topics: 2,
+            ..Default::default()
+        });
+        e.publish(&t("a"), b"{}").unwrap();
+        assert_eq!(
+            e.create_topics([&t("b"), &t("c")]),
+            Err(PublishError::TooManyTopics(2))
+        );
+        assert_eq!(e.topic_count(), 1, "none of them was created");
     }
 
     #[test]
