@@ -204,8 +204,12 @@ const FLASH_MS = 700;
 /** A row is redrawn at most this often (10 Hz: faster than anyone reads). */
 const ROW_MIN_INTERVAL_MS = 100;
 
-class Dashboard {
-  constructor(doc, win) {
+/**
+ * The page: `new Dashboard(document, window).start()`. `clientOptions` go to
+ * its TickwireClient (the tests give it a fake WebSocket and clock).
+ */
+export class Dashboard {
+  constructor(doc, win, clientOptions = {}) {
     this.doc = doc;
     this.win = win;
     this.el = (id) => doc.getElementById(id);
@@ -237,6 +241,7 @@ class Dashboard {
       onStatus: (msg) => this.onStatus(msg),
       onState: (info) => this.onState(info),
       onError: (err) => this.showError(`${err.code}: ${err.message}`),
+      ...clientOptions,
     });
   }
 
