@@ -54,3 +54,20 @@ test('the page goes live on its first subscribe and draws a row per topic', () =
   t.tick('fx.EUR-USD', 1, '{"price":1.08420,"bid":1.0842,"ask":1.0843}');
   assert.deepEqual(t.row('fx.EUR-USD'), { price: '1.08420', change: '0.00000', bid: '1.08420', ask: '1.08430' });
 });
+
+test('a first subscribe refused as forbidden is not live: the page says refused until a subscribe succeeds', () => {
+  const t = setup({ search: '?filter=fx.*,crypto.>' });
+  const sub = t.welcome();
+  t.ws().receive({ type: 'error', id: sub.id, code: 'forbidden', message: "not allowed to subscribe to 'fx.*'" });
+  assert.equal(t.error(), "forbidden: not allowed to subscribe to 'fx.*'");
+  assert.deepEqual(t.conn(), { state: 'refused', text: 'subscription refused', table: 'down' });
+  // Nothing was subscribed: a filter the token allows must be sent whole,
+  // though crypto.> was in the refused one too.
+  t.dash.applyFilter('crypto.>');
+  const next = t.ws().ops('subscribe').at(-1);
+  assert.notEqual(next.id, sub.id);
+  assert.deepEqual(next.topics, ['crypto.>']);
+  assert.equal(t.conn().state, 'refused', 'not live before the reply');
+  t.subscribed(next);
+  assert.deepEqual(t.conn(), { state: 'live', text: 'live', table: 'live' });
+});

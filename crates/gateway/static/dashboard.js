@@ -154,6 +154,8 @@ export function connectionText(info, now) {
   switch (info.state) {
     case 'live':
       return 'live';
+    case 'refused':
+      return 'subscription refused';
     case 'connecting':
       return info.attempt > 0 ? `connecting (attempt ${info.attempt + 1})` : 'connecting';
     case 'reconnecting': {
@@ -640,7 +642,7 @@ export class Dashboard {
     let detail = '';
     if (info.state === 'live' && info.recovered === true) detail = 'recovered every missed tick';
     else if (info.state === 'live' && info.recovered === false) detail = 'some ticks missed: fresh snapshots';
-    else if (info.state === 'reconnecting') detail = info.reason;
+    else if (info.state === 'reconnecting' || info.state === 'refused') detail = info.reason;
     setText(this.el('conn-detail'), detail);
     this.el('reconnect').hidden = info.state !== 'stopped';
   }
