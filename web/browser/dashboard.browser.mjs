@@ -20,7 +20,8 @@
 //    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500), and still is after
 //    a reload; a screenshot (to $TICKWIRE_SCREENSHOT, else the temp dir);
 // 3c. prices show every digit the publisher sent (tiny and long numbers,
-//    trailing zeros), and change is exact;
+//    trailing zeros, and strings of digits; other strings as text), and
+//    change is exact;
 // 4. after SIGKILL the rows are greyed out while the page is disconnected (a
 //    frozen price must not look live); after a restart on the same port the
 //    page reconnects within the backoff cap, reports the failed recovery (new
@@ -365,10 +366,13 @@ async function run(state) {
   await page.waitForSelector('tr[data-topic="test.LONG"]', { timeout: 5_000 }).catch(() => fail('published test.LONG, but no row showed up'));
   await broker.publishRaw('{"topic":"test.LONG","data":{"price":123456789.123456790}}');
   await broker.publishRaw('{"topic":"test.ZEROS","data":{"price":64012.50}}');
+  // Prices sent as strings: the digits as given; other text as text.
+  await broker.publishRaw('{"topic":"test.STR","data":{"price":"1.0842","bid":"<i>n/a</i>"}}');
   const want = {
     'test.TINY': { price: '0.000000001234', bid: '0.000000001230', ask: '0.000000001240' },
     'test.LONG': { price: '123456789.123456790', change: '+0.000000001' },
     'test.ZEROS': { price: '64012.50' },
+    'test.STR': { price: '1.0842', bid: '<i>n/a</i>' },
   };
   for (const [topic, expect] of Object.entries(want)) {
     const ok = await until(`${topic} row`, 5_000, async () => {

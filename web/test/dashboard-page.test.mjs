@@ -71,3 +71,25 @@ test('a first subscribe refused as forbidden is not live: the page says refused 
   t.subscribed(next);
   assert.deepEqual(t.conn(), { state: 'live', text: 'live', table: 'live' });
 });
+
+test('prices sent as JSON strings show as sent: digits exactly, other text as text', () => {
+  const t = setup();
+  t.subscribed(t.welcome());
+  // Numeric strings: the digits as given, and they count as prices (change, mid).
+  t.tick('fx.EUR-USD', 1, '{"price":"1.0842","bid":"1.08415","ask":"1.08425"}');
+  assert.deepEqual(t.row('fx.EUR-USD'), { price: '1.08420', change: '0.00000', bid: '1.08415', ask: '1.08425' });
+  t.tick('fx.EUR-USD', 2, '{"price":"1.0850"}');
+  assert.deepEqual(t.row('fx.EUR-USD'), { price: '1.08500', change: '+0.00080', bid: '1.08415', ask: '1.08425' });
+  t.tick('fx.GBP-USD', 1, '{"bid":"1.2700","ask":"1.2701"}');
+  assert.equal(t.row('fx.GBP-USD').price, '1.27005', 'the mid of string bid and ask');
+  t.tick('eq.LONG', 1, '{"price":"123456789.123456789012"}');
+  assert.equal(t.row('eq.LONG').price, '123456789.123456789012', 'every digit, beyond a double');
+  // Other text: shown as it is, as text (markup stays text), no change.
+  t.tick('eq.HALT', 1, '{"price":"halted","bid":"<b>n/a</b>","ask":"1.5"}');
+  assert.deepEqual(t.row('eq.HALT'), { price: 'halted', change: '—', bid: '<b>n/a</b>', ask: '1.5' });
+  const bid = t.page.el('topic-rows').children.find((r) => r.dataset.topic === 'eq.HALT').find('c-bid');
+  assert.equal(bid.find('v').children.length, 0, 'a text node, no element made of the markup');
+  // A number after the text: a price again.
+  t.tick('eq.HALT', 2, '{"price":2.25}');
+  assert.equal(t.row('eq.HALT').price, '2.25');
+});

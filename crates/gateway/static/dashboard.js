@@ -76,9 +76,18 @@ export function decimalCmp(a, b) {
   return d > 0n ? 1 : d < 0n ? -1 : 0;
 }
 
-/** `d` with at least `places` decimals (trailing zeros added, never a digit cut), or an em dash. */
+/** True for an exact decimal; false for the text of a value that is no number (see `decimalsOf`), or null. */
+export function isDecimal(d) {
+  return d !== null && typeof d === 'object';
+}
+
+/**
+ * `d` with at least `places` decimals (trailing zeros added, never a digit
+ * cut), or an em dash; a text (a value sent as text that is no number) as it is.
+ */
 export function formatDecimal(d, places = 0) {
   if (!d) return '—';
+  if (typeof d === 'string') return d;
   const { m, s } = rescale(d, Math.max(d.s, places));
   const scale = Math.max(d.s, places);
   const neg = m < 0n;
@@ -91,14 +100,23 @@ export function formatDecimal(d, places = 0) {
  * The price of a tick's `data` as an exact decimal: `price`, else the mid of
  * `bid` and `ask`, else whichever of them is there, else null. `texts` are
  * the numbers as sent (`dataNumbers`); a field without one is read from the
- * parsed value.
+ * parsed value. A field sent as a string is read from its digits
+ * (`"1.0842"`); a string that is no number is kept as that text, shown as
+ * it is (and is no price to take a change or a mid of).
  */
 export function decimalsOf(data, texts = {}) {
-  const get = (k) => (typeof data[k] === 'number' ? parseDecimal(texts[k]) ?? decimalOfNumber(data[k]) : null);
+  const get = (k) => {
+    const v = data[k];
+    if (typeof v === 'number') return parseDecimal(texts[k]) ?? decimalOfNumber(v);
+    // Some publishers send prices as strings, to keep their digits.
+    if (typeof v === 'string' && v !== '') return parseDecimal(v) ?? v;
+    return null;
+  };
   const price = get('price');
   const bid = get('bid');
   const ask = get('ask');
-  const mid = price ?? (bid && ask ? decimalMid(bid, ask) : bid ?? ask);
+  const side = isDecimal(bid) ? bid : isDecimal(ask) ? ask : null;
+  const mid = price ?? (isDecimal(bid) && isDecimal(ask) ? decimalMid(bid, ask) : side);
   return { price: mid, bid, ask };
 }
 
@@ -108,7 +126,7 @@ export function decimalsOf(data, texts = {}) {
  * exact, with at least `places` decimals.
  */
 export function formatChange(price, first, places) {
-  if (!price || !first) return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
+  if (!isDecimal(price) || !isDecimal(first)) return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
   const delta = decimalSub(price, first);
   const dir = delta.m > 0n ? 'up' : delta.m < 0n ? 'down' : 'flat';
   const abs = `${dir === 'up' ? '+' : ''}${formatDecimal(delta, places)}`;
@@ -281,17 +299,17 @@ export class Dashboard {
     const { price, bid, ask } = decimalsOf(data, dataNumbers(frame));
     // Every sent number shows all its decimals; the others of the row pad to them.
     // (A mid's extra half digit does not count: it was not sent.)
-    const sent = typeof data.price === 'number' ? price : null;
-    for (const d of [sent, bid, ask]) if (d && d.s > m.decimals) m.decimals = d.s;
-    if (price !== null) {
+    const sent = typeof data.price === 'number' || typeof data.price === 'string' ? price : null;
+    for (const d of [sent, bid, ask]) if (isDecimal(d) && d.s > m.decimals) m.decimals = d.s;
+    if (isDecimal(price)) {
       if (m.first === null) m.first = price;
       // Flash only on a live move, not on the first value or a snapshot.
-      const move = m.price === null ? 0 : decimalCmp(price, m.price);
+      const move = isDecimal(m.price) ? decimalCmp(price, m.price) : 0;
       if (isTick && move !== 0) m.flash = move > 0 ? 'up' : 'down';
-      m.price = price;
       m.hist.push(Number(formatDecimal(price)));
       if (m.hist.length > SPARK_POINTS) m.hist.splice(0, m.hist.length - SPARK_POINTS);
     }
+    if (price !== null) m.price = price;
     if (bid) m.bid = bid;
     if (ask) m.ask = ask;
     m.ts = msg.ts;
@@ -435,7 +453,7 @@ export class Dashboard {
       m = {
         topic,
         first: null, // first price this page saw: the base of the change columns
-        price: null, // exact decimals, see parseDecimal
+        price: null, // exact decimals, see parseDecimal (or a text sent that is no number)
         decimals: 0, // most decimals sent so far in price, bid or ask
         bid: null,
         ask: null,
@@ -578,7 +596,9 @@ export class Dashboard {
     setAttr(vals.pct.parentNode, 'data-dir', change.pctDir);
     setText(vals.bid, texts.bid);
     setText(vals.ask, texts.ask);
-    this.fitColumns(Math.max(texts.price.length, texts.bid.length, texts.ask.length), change.abs.length);
+    // A text that is no number can be any length: it may be cut, a number never.
+    const width = (k) => (isDecimal(m[k]) ? texts[k].length : 0);
+    this.fitColumns(Math.max(width('price'), width('bid'), width('ask')), change.abs.length);
     vals.spark.setAttribute('points', sparklinePoints(m.hist));
     const trend = m.hist.length > 1 ? Math.sign(m.hist[m.hist.length - 1] - m.hist[0]) : 0;
     setAttr(vals.spark, 'class', trend > 0 ? 'up' : trend < 0 ? 'down' : 'flat');
