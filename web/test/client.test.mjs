@@ -555,3 +555,15 @@ test('buildSubscribe sends per-topic epochs with since', async () => {
   assert.deepEqual(m.epochs, { 'c.a': 'nodeA' });
   assert.equal(buildSubscribe({ id: 2, topics: ['c.*'], epoch: 'e1', since: { 'c.a': 4 } }).epochs, undefined);
 });
+
+test('onError says which of the client\'s requests an error answers', () => {
+  const ops = [];
+  const t = setup({ topics: ['fx.*'], onError: (m, op) => ops.push([m.code, op]) });
+  t.client.start();
+  const { ws } = goLive(t);
+  t.client.subscribe(['eq.*']);
+  ws.receive({ type: 'error', id: ws.ops('subscribe').at(-1).id, code: 'forbidden', message: 'no' });
+  ws.receive({ type: 'error', code: 'rate_limited', message: 'slow down' });
+  ws.receive({ type: 'error', id: 999, code: 'bad_request', message: 'not ours' });
+  assert.deepEqual(ops, [['forbidden', 'subscribe'], ['rate_limited', null], ['bad_request', null]]);
+});

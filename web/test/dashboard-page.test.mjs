@@ -93,3 +93,44 @@ test('prices sent as JSON strings show as sent: digits exactly, other text as te
   t.tick('eq.HALT', 2, '{"price":2.25}');
   assert.equal(t.row('eq.HALT').price, '2.25');
 });
+
+test('a one-off broker error goes after 10 s of being live, and at once when the page goes live again', () => {
+  const t = setup();
+  t.subscribed(t.welcome());
+  t.ws().receive({ type: 'error', code: 'rate_limited', message: 'over 100 control messages per second' });
+  assert.equal(t.error(), 'rate_limited: over 100 control messages per second');
+  t.clock.advance(9_999);
+  assert.equal(t.error(), 'rate_limited: over 100 control messages per second', 'long enough to read');
+  t.clock.advance(1);
+  assert.equal(t.error(), '', 'gone: the page has been live all along');
+  // An error just before a drop stays while the page is not live (it may be
+  // why), past the 10 s, and goes once a reconnect is live.
+  t.ws().receive({ type: 'error', code: 'bad_request', message: 'unknown op' });
+  t.ws().serverClose(1006);
+  t.clock.advance(10_001);
+  assert.notEqual(t.conn().state, 'live');
+  assert.equal(t.error(), 'bad_request: unknown op');
+  t.subscribed(t.welcome());
+  assert.equal(t.conn().state, 'live');
+  assert.equal(t.error(), '', 'cleared by the reconnect');
+});
+
+test('an error that still applies stays: a refused subscribe, until the filter changes or the page goes live', () => {
+  const t = setup();
+  t.subscribed(t.welcome());
+  t.dash.applyFilter('eq.*');
+  const sub = t.ws().ops('subscribe').at(-1);
+  t.ws().receive({ type: 'error', id: sub.id, code: 'forbidden', message: "not allowed to subscribe to 'eq.*'" });
+  t.clock.advance(10_001);
+  assert.equal(t.error(), "forbidden: not allowed to subscribe to 'eq.*'", 'the filter is still refused');
+  t.dash.applyFilter('fx.*');
+  assert.equal(t.error(), '');
+  // A filter typo is the page's own message: a reconnect does not clear it.
+  t.dash.applyFilter('fx..x');
+  assert.match(t.error(), /segment 2 is empty/);
+  t.ws().serverClose(1006);
+  t.clock.advance(1_000);
+  t.subscribed(t.welcome());
+  assert.equal(t.conn().state, 'live');
+  assert.match(t.error(), /segment 2 is empty/);
+});

@@ -221,6 +221,14 @@ function saveToken(win, token) {
   }
 }
 const FLASH_MS = 700;
+/**
+ * How long a one-off broker error (a rate limit, a bad request) stays shown
+ * while the page is live: long enough to read, short enough not to be taken
+ * for a problem of now on a screen watched for hours. An error that still
+ * applies stays: a refused subscribe until the filter changes, and any
+ * error while the page is not live (it may be why) until it is live again.
+ */
+const BROKER_ERROR_MS = 10_000;
 /** A row is redrawn at most this often (10 Hz: faster than anyone reads). */
 const ROW_MIN_INTERVAL_MS = 100;
 
@@ -241,6 +249,8 @@ export class Dashboard {
     this.frame = 0;
     this.connInfo = { state: 'idle' };
     this.countdownTimer = 0;
+    this.brokerError = false; // #filter-error holds a broker error (not the page's own about the filter)
+    this.brokerErrorTimer = null;
     this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
     this.received = 0; // snapshots and ticks taken, ever: see loadTopicStates
     this.numChars = 0; // longest price, bid or ask text so far (see fitColumns)
@@ -260,7 +270,7 @@ export class Dashboard {
       onTick: (msg, meta, frame) => this.onData(msg, meta, true, frame),
       onStatus: (msg) => this.onStatus(msg),
       onState: (info) => this.onState(info),
-      onError: (err) => this.showError(`${err.code}: ${err.message}`),
+      onError: (err, op) => this.showBrokerError(`${err.code}: ${err.message}`, op),
       ...clientOptions,
     });
   }
@@ -347,7 +357,11 @@ export class Dashboard {
     // Refused for want of a (good) token: ask for one.
     const refused = info.state === 'stopped' && (info.needsToken === true || (info.code >= 4500 && info.code <= 4999));
     if (refused) this.el('token-form').hidden = false;
-    if (info.state === 'live') this.loadTopicStates();
+    if (info.state === 'live') {
+      this.loadTopicStates();
+      // Connected and subscribed: an earlier broker error no longer applies.
+      if (this.brokerError) this.showError('');
+    }
     this.renderConnection();
     // A countdown needs its own timer: nothing else happens while waiting.
     this.win.clearInterval(this.countdownTimer);
@@ -443,6 +457,20 @@ export class Dashboard {
 
   showError(text) {
     this.el('filter-error').textContent = text;
+    this.brokerError = false;
+    this.client.clock.clearTimeout(this.brokerErrorTimer);
+    this.brokerErrorTimer = null;
+  }
+
+  /** A broker `error` frame, in answer to a request `op` (null: none of ours). See BROKER_ERROR_MS. */
+  showBrokerError(text, op) {
+    this.showError(text);
+    this.brokerError = true;
+    if (op === 'subscribe') return; // holds until the filter changes or the page is live again
+    this.brokerErrorTimer = this.client.clock.setTimeout(() => {
+      this.brokerErrorTimer = null;
+      if (this.connInfo.state === 'live') this.showError('');
+    }, BROKER_ERROR_MS);
   }
 
   // -- models and rows -----------------------------------------------------

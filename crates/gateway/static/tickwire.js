@@ -758,7 +758,7 @@ export class TickwireClient {
   #onServerError(msg) {
     const req = this.pending.get(msg.id);
     this.pending.delete(msg.id);
-    this.onError?.(msg);
+    this.onError?.(msg, req?.op ?? null);
     if (req && req.op === 'auth' && req.first && !this.conn.authed) {
       // With auth off the broker answers a bad token with an error instead
       // of closing with 4500. Same policy: the same token will not do better.
