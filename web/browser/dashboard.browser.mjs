@@ -20,7 +20,8 @@
 //    (the broker runs with TICKWIRE_STALE_AFTER_MS=1500), and still is after
 //    a reload; a screenshot (to $TICKWIRE_SCREENSHOT, else the temp dir);
 // 3c. prices show every digit the publisher sent (tiny and long numbers,
-//    trailing zeros), and change is exact;
+//    trailing zeros, and strings of digits; other strings as text), and
+//    change is exact;
 // 4. after SIGKILL the rows are greyed out while the page is disconnected (a
 //    frozen price must not look live); after a restart on the same port the
 //    page reconnects within the backoff cap, reports the failed recovery (new
@@ -29,8 +30,11 @@
 // 5. against a second broker with auth on, a page without a token never says
 //    live: it stops, shows the broker's error and asks for a token; with the
 //    token typed in it goes live and shows prices, and after a reload too
-//    (the token is kept in the tab, never in the URL).
+//    (the token is kept in the tab, never in the URL); with a JWT that may
+//    subscribe to `fx.*` only, the page's `>` is refused (forbidden): it never
+//    says live, shows `refused`, and goes live with the filter `fx.*`.
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -49,6 +53,7 @@ const SCREENSHOT = process.env.TICKWIRE_SCREENSHOT
   ? resolve(process.env.TICKWIRE_SCREENSHOT)
   : join(tmpdir(), 'tickwire-dashboard.png');
 const PUBLISHER_KEY = 'testkey';
+const JWT_SECRET = 'browser-test-secret';
 const STALE_AFTER_MS = 1500;
 const DEADLINE_MS = 150_000;
 // The client's backoff cap (tickwire.js DEFAULTS.backoffCapMs) plus time to
@@ -72,6 +77,13 @@ class Failure extends Error {}
 
 function fail(message) {
   throw new Failure(message);
+}
+
+/** An HS256 JWT with `claims`, signed with the auth-on broker's secret. */
+function jwt(claims) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${body}.${createHmac('sha256', JWT_SECRET).update(body).digest('base64url')}`;
 }
 
 /** Resolves with a port that was free a moment ago on 127.0.0.1. */
@@ -354,10 +366,13 @@ async function run(state) {
   await page.waitForSelector('tr[data-topic="test.LONG"]', { timeout: 5_000 }).catch(() => fail('published test.LONG, but no row showed up'));
   await broker.publishRaw('{"topic":"test.LONG","data":{"price":123456789.123456790}}');
   await broker.publishRaw('{"topic":"test.ZEROS","data":{"price":64012.50}}');
+  // Prices sent as strings: the digits as given; other text as text.
+  await broker.publishRaw('{"topic":"test.STR","data":{"price":"1.0842","bid":"<i>n/a</i>"}}');
   const want = {
     'test.TINY': { price: '0.000000001234', bid: '0.000000001230', ask: '0.000000001240' },
     'test.LONG': { price: '123456789.123456790', change: '+0.000000001' },
     'test.ZEROS': { price: '64012.50' },
+    'test.STR': { price: '1.0842', bid: '<i>n/a</i>' },
   };
   for (const [topic, expect] of Object.entries(want)) {
     const ok = await until(`${topic} row`, 5_000, async () => {
@@ -418,7 +433,7 @@ async function run(state) {
   // publisher key is a token that may subscribe to anything.
   await broker.kill();
   const config = join(state.userDataDir, 'auth.toml');
-  writeFileSync(config, '[auth]\njwt_secret = "browser-test-secret"\n');
+  writeFileSync(config, `[auth]\njwt_secret = "${JWT_SECRET}"\n`);
   const authPort = await freePort();
   const authBroker = new Broker(authPort, ['--config', config]);
   state.broker = authBroker;
@@ -462,6 +477,38 @@ async function run(state) {
     .catch(() => fail('auth on, after a reload: no rows'));
   await rowsUpdate(authPage, await stamps(authPage), 5, 15_000, 'auth on, after a reload');
   log('5b. with the token: live, rows updating, and after a reload too');
+
+  // 5c. A token that may subscribe to fx.* only: the page's `>` is refused
+  // as forbidden. The connection stays, but no price will come: the page
+  // must not say live until a subscribe succeeds.
+  const fxToken = jwt({ sub: 'fx-reader', exp: Math.floor(Date.now() / 1000) + 600, subscribe: ['fx.*'] });
+  await authPage.evaluate(() => (window.connStates = []));
+  await authPage.fill('#token', fxToken);
+  await authPage.press('#token', 'Enter');
+  await authPage
+    .waitForFunction(() => document.getElementById('conn').dataset.state === 'refused', null, { timeout: 10_000, polling: 50 })
+    .catch(async () => fail(`fx.* token, filter >: the page says '${await connText(authPage)}', not refused`));
+  const refusedSeen = await authPage.evaluate(() => window.connStates);
+  if (refusedSeen.includes('live')) fail(`fx.* token, filter >: the page claimed live (${JSON.stringify(refusedSeen)})`);
+  const refusedError = await authPage.textContent('#filter-error');
+  if (!/forbidden/.test(refusedError)) fail(`fx.* token, filter >: the broker's error is not shown ('${refusedError}')`);
+  if ((await authPage.getAttribute('#topics', 'data-conn')) !== 'down') fail('fx.* token, filter >: the rows are not greyed out');
+  log(`5c. fx.* token, filter >: '${await connText(authPage)}', '${refusedError}'`);
+  await applyFilter(authPage, 'fx.*');
+  await waitConn(authPage, 'live', 10_000, 'fx.* token, filter fx.*');
+  await authPage
+    .waitForFunction(
+      () => {
+        const rows = [...document.querySelectorAll('#topic-rows tr[data-topic]')];
+        return rows.length > 0 && rows.every((tr) => tr.dataset.topic.startsWith('fx.'));
+      },
+      null,
+      { timeout: 10_000 },
+    )
+    .catch(async () => fail(`fx.* token, filter fx.*: rows are ${JSON.stringify(await topicsShown(authPage))}`));
+  const fxStamps = await stamps(authPage);
+  await rowsUpdate(authPage, fxStamps, Math.min(2, Object.keys(fxStamps).length), 15_000, 'fx.* token, filter fx.*');
+  log('5d. fx.* token, filter fx.*: live, fx rows updating');
 
   if (state.pageErrors.length > 0) fail(`uncaught errors in the page:\n  ${state.pageErrors.join('\n  ')}`);
 }

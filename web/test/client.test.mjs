@@ -480,8 +480,8 @@ test('a subscribe made between welcome and subscribed is still sent', () => {
   assert.deepEqual(ws.ops('subscribe').map((m) => m.topics), [['fx.*'], ['eq.*']]);
 });
 
-test('an error for the first subscribe is reported and the connection stays', () => {
-  const t = setup({ topics: ['fx.*'] });
+test('a first subscribe refused as forbidden is reported, and the connection stays but is not live', () => {
+  const t = setup({ topics: ['fx.*', 'crypto.>'] });
   t.client.start();
   const ws = t.last();
   ws.open();
@@ -489,7 +489,29 @@ test('an error for the first subscribe is reported and the connection stays', ()
   const sub = ws.ops('subscribe')[0];
   ws.receive({ type: 'error', id: sub.id, code: 'forbidden', message: 'not allowed' });
   assert.equal(t.log.errors[0].code, 'forbidden');
-  assert.equal(t.client.state, 'live');
+  assert.ok(!t.log.states.some((s) => s.state === 'live'), 'nothing is subscribed: no price will come');
+  assert.deepEqual(t.lastState(), { state: 'refused', code: 'forbidden', reason: 'forbidden: not allowed' });
+  assert.equal(ws.closedWith, null, 'the connection stays');
+  // The broker refused the whole request: a new filter is asked for whole,
+  // crypto.> included, and a refusal of it stays refused.
+  t.client.setTopics(['crypto.>', 'eq.*']);
+  const again = ws.ops('subscribe').at(-1);
+  assert.deepEqual(again.topics, ['crypto.>', 'eq.*']);
+  assert.equal(ws.ops('unsubscribe').length, 0, 'nothing held, nothing to unsubscribe');
+  ws.receive({ type: 'error', id: again.id, code: 'forbidden', message: "not allowed to subscribe to 'eq.*'" });
+  assert.equal(t.lastState().state, 'refused');
+  assert.equal(t.lastState().reason, "forbidden: not allowed to subscribe to 'eq.*'");
+  t.client.subscribe(['ix.*']);
+  assert.deepEqual(ws.ops('subscribe').at(-1).topics, ['crypto.>', 'eq.*', 'ix.*'], 'refused: all of them');
+  t.client.setTopics(['crypto.>']);
+  const ok = ws.ops('subscribe').at(-1);
+  assert.deepEqual(ok.topics, ['crypto.>']);
+  ws.receive({ type: 'subscribed', id: ok.id, topics: ok.topics });
+  assert.deepEqual(t.lastState(), { state: 'live', epoch: 'E1', recovered: null });
+  // Live again: changes are diffs once more.
+  t.client.setTopics(['crypto.>', 'fx.*']);
+  assert.deepEqual(ws.ops('subscribe').at(-1).topics, ['fx.*']);
+  assert.equal(t.sockets.length, 1);
 });
 
 test('stop() closes with 1000 and stays stopped until start()', () => {
@@ -532,4 +554,16 @@ test('buildSubscribe sends per-topic epochs with since', async () => {
   const m = buildSubscribe({ id: 1, topics: ['c.*'], epoch: 'e1', since: { 'c.a': 4 }, epochs: { 'c.a': 'nodeA' } });
   assert.deepEqual(m.epochs, { 'c.a': 'nodeA' });
   assert.equal(buildSubscribe({ id: 2, topics: ['c.*'], epoch: 'e1', since: { 'c.a': 4 } }).epochs, undefined);
+});
+
+test('onError says which of the client\'s requests an error answers', () => {
+  const ops = [];
+  const t = setup({ topics: ['fx.*'], onError: (m, op) => ops.push([m.code, op]) });
+  t.client.start();
+  const { ws } = goLive(t);
+  t.client.subscribe(['eq.*']);
+  ws.receive({ type: 'error', id: ws.ops('subscribe').at(-1).id, code: 'forbidden', message: 'no' });
+  ws.receive({ type: 'error', code: 'rate_limited', message: 'slow down' });
+  ws.receive({ type: 'error', id: 999, code: 'bad_request', message: 'not ours' });
+  assert.deepEqual(ops, [['forbidden', 'subscribe'], ['rate_limited', null], ['bad_request', null]]);
 });

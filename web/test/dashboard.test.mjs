@@ -96,3 +96,15 @@ test('filter and rate come from the query string', () => {
   assert.deepEqual(readSettings('?max_hz=0'), { filter: '>', maxHz: 0 });
   assert.deepEqual(readSettings('?max_hz=abc&filter=%20'), { filter: '>', maxHz: 0 });
 });
+
+test('strings in price, bid and ask: digits as exact decimals, other text as itself', () => {
+  const got = decimalsOf({ price: '1.0842', bid: '0.000000001230', ask: 'n/a' }, {});
+  assert.equal(formatDecimal(got.price), '1.0842');
+  assert.equal(formatDecimal(got.bid), '0.000000001230');
+  assert.equal(got.ask, 'n/a');
+  assert.equal(formatDecimal(got.ask), 'n/a');
+  assert.equal(formatDecimal(decimalsOf({ bid: '1.0845', ask: '1.0846' }).price), '1.08455', 'mid of strings');
+  assert.equal(decimalsOf({ price: 'halted', bid: '1', ask: '2' }).price, 'halted', 'the text sent wins over a mid');
+  assert.equal(decimalsOf({ price: '' }).price, null, 'an empty string is no value');
+  assert.deepEqual(formatChange('halted', dec('1'), 2), { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' });
+});

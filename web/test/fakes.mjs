@@ -109,3 +109,140 @@ export function seededRandom(seed = 42) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+// -- a page for dashboard.js ---------------------------------------------------
+
+/**
+ * The little of the DOM that dashboard.js uses: elements with text,
+ * attributes, `dataset`, children and listeners. `textContent` is plain
+ * text, as in a browser: markup in it stays text.
+ */
+export class FakeElement {
+  constructor(tag, id = null) {
+    this.tagName = tag.toUpperCase();
+    this.id = id;
+    this.attrs = new Map();
+    this.dataset = {};
+    this.children = [];
+    this.parentNode = null;
+    this.listeners = {};
+    this.hidden = false;
+    this.value = '';
+    this.text = '';
+    const props = {};
+    this.style = { setProperty: (k, v) => (props[k] = v), getPropertyValue: (k) => props[k] ?? '' };
+    const classes = () => new Set(this.className.split(/\s+/).filter(Boolean));
+    this.classList = {
+      contains: (c) => classes().has(c),
+      toggle: (c, on) => {
+        const set = classes();
+        if (on ?? !set.has(c)) set.add(c);
+        else set.delete(c);
+        this.className = [...set].join(' ');
+      },
+    };
+  }
+
+  get className() {
+    return this.attrs.get('class') ?? '';
+  }
+
+  set className(v) {
+    this.attrs.set('class', String(v));
+  }
+
+  get textContent() {
+    return this.children.length > 0 ? this.children.map((c) => c.textContent).join('') : this.text;
+  }
+
+  set textContent(v) {
+    this.children = [];
+    this.text = String(v);
+  }
+
+  get options() {
+    return this.children.filter((c) => c.tagName === 'OPTION');
+  }
+
+  setAttribute(name, value) {
+    this.attrs.set(name, String(value));
+  }
+
+  getAttribute(name) {
+    return this.attrs.get(name) ?? null;
+  }
+
+  removeAttribute(name) {
+    this.attrs.delete(name);
+  }
+
+  addEventListener(type, fn) {
+    (this.listeners[type] ??= []).push(fn);
+  }
+
+  append(...nodes) {
+    for (const n of nodes) this.insertBefore(n, null);
+  }
+
+  insertBefore(node, before) {
+    node.remove();
+    node.parentNode = this;
+    const i = before ? this.children.indexOf(before) : -1;
+    if (i >= 0) this.children.splice(i, 0, node);
+    else this.children.push(node);
+  }
+
+  remove() {
+    if (!this.parentNode) return;
+    this.parentNode.children.splice(this.parentNode.children.indexOf(this), 1);
+    this.parentNode = null;
+  }
+
+  /** The first descendant with class `cls`. */
+  find(cls) {
+    for (const c of this.children) {
+      if (c.classList.contains(cls)) return c;
+      const hit = c.find(cls);
+      if (hit) return hit;
+    }
+    return null;
+  }
+}
+
+/**
+ * A document holding one element per `id="..."` of the page's index.html,
+ * and a window around it: no timers of its own (the test drives the
+ * client's clock and runs animation frames with `frame()`), a `fetch` that
+ * answers `GET /api/topics` with `topics`.
+ */
+export function fakePage(html, { search = '', topics = [] } = {}) {
+  const byId = new Map();
+  for (const [, tag, id] of html.matchAll(/<(\w+)[^>]*\sid="([^"]+)"/g)) byId.set(id, new FakeElement(tag, id));
+  const doc = {
+    getElementById: (id) => byId.get(id) ?? null,
+    createElement: (tag) => new FakeElement(tag),
+    createElementNS: (_ns, tag) => new FakeElement(tag),
+  };
+  const frames = [];
+  let frameTime = 0;
+  const storage = new Map();
+  const win = {
+    location: { search, pathname: '/' },
+    history: { replaceState: () => {} },
+    sessionStorage: {
+      getItem: (k) => storage.get(k) ?? null,
+      setItem: (k, v) => storage.set(k, String(v)),
+      removeItem: (k) => storage.delete(k),
+    },
+    setInterval: () => 0,
+    clearInterval: () => {},
+    requestAnimationFrame: (fn) => frames.push(fn),
+    fetch: async () => ({ ok: true, json: async () => ({ topics }) }),
+  };
+  /** Runs the pending animation frames, a second apart (past any redraw limit). */
+  const frame = () => {
+    frameTime += 1000;
+    for (const fn of frames.splice(0)) fn(frameTime);
+  };
+  return { doc, win, frame, el: (id) => byId.get(id) };
+}

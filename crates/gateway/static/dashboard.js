@@ -76,9 +76,18 @@ export function decimalCmp(a, b) {
   return d > 0n ? 1 : d < 0n ? -1 : 0;
 }
 
-/** `d` with at least `places` decimals (trailing zeros added, never a digit cut), or an em dash. */
+/** True for an exact decimal; false for the text of a value that is no number (see `decimalsOf`), or null. */
+export function isDecimal(d) {
+  return d !== null && typeof d === 'object';
+}
+
+/**
+ * `d` with at least `places` decimals (trailing zeros added, never a digit
+ * cut), or an em dash; a text (a value sent as text that is no number) as it is.
+ */
 export function formatDecimal(d, places = 0) {
   if (!d) return '—';
+  if (typeof d === 'string') return d;
   const { m, s } = rescale(d, Math.max(d.s, places));
   const scale = Math.max(d.s, places);
   const neg = m < 0n;
@@ -91,14 +100,23 @@ export function formatDecimal(d, places = 0) {
  * The price of a tick's `data` as an exact decimal: `price`, else the mid of
  * `bid` and `ask`, else whichever of them is there, else null. `texts` are
  * the numbers as sent (`dataNumbers`); a field without one is read from the
- * parsed value.
+ * parsed value. A field sent as a string is read from its digits
+ * (`"1.0842"`); a string that is no number is kept as that text, shown as
+ * it is (and is no price to take a change or a mid of).
  */
 export function decimalsOf(data, texts = {}) {
-  const get = (k) => (typeof data[k] === 'number' ? parseDecimal(texts[k]) ?? decimalOfNumber(data[k]) : null);
+  const get = (k) => {
+    const v = data[k];
+    if (typeof v === 'number') return parseDecimal(texts[k]) ?? decimalOfNumber(v);
+    // Some publishers send prices as strings, to keep their digits.
+    if (typeof v === 'string' && v !== '') return parseDecimal(v) ?? v;
+    return null;
+  };
   const price = get('price');
   const bid = get('bid');
   const ask = get('ask');
-  const mid = price ?? (bid && ask ? decimalMid(bid, ask) : bid ?? ask);
+  const side = isDecimal(bid) ? bid : isDecimal(ask) ? ask : null;
+  const mid = price ?? (isDecimal(bid) && isDecimal(ask) ? decimalMid(bid, ask) : side);
   return { price: mid, bid, ask };
 }
 
@@ -108,7 +126,7 @@ export function decimalsOf(data, texts = {}) {
  * exact, with at least `places` decimals.
  */
 export function formatChange(price, first, places) {
-  if (!price || !first) return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
+  if (!isDecimal(price) || !isDecimal(first)) return { abs: '—', pct: '—', dir: 'flat', pctDir: 'flat' };
   const delta = decimalSub(price, first);
   const dir = delta.m > 0n ? 'up' : delta.m < 0n ? 'down' : 'flat';
   const abs = `${dir === 'up' ? '+' : ''}${formatDecimal(delta, places)}`;
@@ -154,6 +172,8 @@ export function connectionText(info, now) {
   switch (info.state) {
     case 'live':
       return 'live';
+    case 'refused':
+      return 'subscription refused';
     case 'connecting':
       return info.attempt > 0 ? `connecting (attempt ${info.attempt + 1})` : 'connecting';
     case 'reconnecting': {
@@ -201,11 +221,23 @@ function saveToken(win, token) {
   }
 }
 const FLASH_MS = 700;
+/**
+ * How long a one-off broker error (a rate limit, a bad request) stays shown
+ * while the page is live: long enough to read, short enough not to be taken
+ * for a problem of now on a screen watched for hours. An error that still
+ * applies stays: a refused subscribe until the filter changes, and any
+ * error while the page is not live (it may be why) until it is live again.
+ */
+const BROKER_ERROR_MS = 10_000;
 /** A row is redrawn at most this often (10 Hz: faster than anyone reads). */
 const ROW_MIN_INTERVAL_MS = 100;
 
-class Dashboard {
-  constructor(doc, win) {
+/**
+ * The page: `new Dashboard(document, window).start()`. `clientOptions` go to
+ * its TickwireClient (the tests give it a fake WebSocket and clock).
+ */
+export class Dashboard {
+  constructor(doc, win, clientOptions = {}) {
     this.doc = doc;
     this.win = win;
     this.el = (id) => doc.getElementById(id);
@@ -217,6 +249,8 @@ class Dashboard {
     this.frame = 0;
     this.connInfo = { state: 'idle' };
     this.countdownTimer = 0;
+    this.brokerError = false; // #filter-error holds a broker error (not the page's own about the filter)
+    this.brokerErrorTimer = null;
     this.stats = { messages: 0, conflated: 0, recoveryFailed: 0, rate: 0 };
     this.received = 0; // snapshots and ticks taken, ever: see loadTopicStates
     this.numChars = 0; // longest price, bid or ask text so far (see fitColumns)
@@ -236,7 +270,8 @@ class Dashboard {
       onTick: (msg, meta, frame) => this.onData(msg, meta, true, frame),
       onStatus: (msg) => this.onStatus(msg),
       onState: (info) => this.onState(info),
-      onError: (err) => this.showError(`${err.code}: ${err.message}`),
+      onError: (err, op) => this.showBrokerError(`${err.code}: ${err.message}`, op),
+      ...clientOptions,
     });
   }
 
@@ -274,17 +309,17 @@ class Dashboard {
     const { price, bid, ask } = decimalsOf(data, dataNumbers(frame));
     // Every sent number shows all its decimals; the others of the row pad to them.
     // (A mid's extra half digit does not count: it was not sent.)
-    const sent = typeof data.price === 'number' ? price : null;
-    for (const d of [sent, bid, ask]) if (d && d.s > m.decimals) m.decimals = d.s;
-    if (price !== null) {
+    const sent = typeof data.price === 'number' || typeof data.price === 'string' ? price : null;
+    for (const d of [sent, bid, ask]) if (isDecimal(d) && d.s > m.decimals) m.decimals = d.s;
+    if (isDecimal(price)) {
       if (m.first === null) m.first = price;
       // Flash only on a live move, not on the first value or a snapshot.
-      const move = m.price === null ? 0 : decimalCmp(price, m.price);
+      const move = isDecimal(m.price) ? decimalCmp(price, m.price) : 0;
       if (isTick && move !== 0) m.flash = move > 0 ? 'up' : 'down';
-      m.price = price;
       m.hist.push(Number(formatDecimal(price)));
       if (m.hist.length > SPARK_POINTS) m.hist.splice(0, m.hist.length - SPARK_POINTS);
     }
+    if (price !== null) m.price = price;
     if (bid) m.bid = bid;
     if (ask) m.ask = ask;
     m.ts = msg.ts;
@@ -322,7 +357,11 @@ class Dashboard {
     // Refused for want of a (good) token: ask for one.
     const refused = info.state === 'stopped' && (info.needsToken === true || (info.code >= 4500 && info.code <= 4999));
     if (refused) this.el('token-form').hidden = false;
-    if (info.state === 'live') this.loadTopicStates();
+    if (info.state === 'live') {
+      this.loadTopicStates();
+      // Connected and subscribed: an earlier broker error no longer applies.
+      if (this.brokerError) this.showError('');
+    }
     this.renderConnection();
     // A countdown needs its own timer: nothing else happens while waiting.
     this.win.clearInterval(this.countdownTimer);
@@ -418,6 +457,20 @@ class Dashboard {
 
   showError(text) {
     this.el('filter-error').textContent = text;
+    this.brokerError = false;
+    this.client.clock.clearTimeout(this.brokerErrorTimer);
+    this.brokerErrorTimer = null;
+  }
+
+  /** A broker `error` frame, in answer to a request `op` (null: none of ours). See BROKER_ERROR_MS. */
+  showBrokerError(text, op) {
+    this.showError(text);
+    this.brokerError = true;
+    if (op === 'subscribe') return; // holds until the filter changes or the page is live again
+    this.brokerErrorTimer = this.client.clock.setTimeout(() => {
+      this.brokerErrorTimer = null;
+      if (this.connInfo.state === 'live') this.showError('');
+    }, BROKER_ERROR_MS);
   }
 
   // -- models and rows -----------------------------------------------------
@@ -428,7 +481,7 @@ class Dashboard {
       m = {
         topic,
         first: null, // first price this page saw: the base of the change columns
-        price: null, // exact decimals, see parseDecimal
+        price: null, // exact decimals, see parseDecimal (or a text sent that is no number)
         decimals: 0, // most decimals sent so far in price, bid or ask
         bid: null,
         ask: null,
@@ -571,7 +624,9 @@ class Dashboard {
     setAttr(vals.pct.parentNode, 'data-dir', change.pctDir);
     setText(vals.bid, texts.bid);
     setText(vals.ask, texts.ask);
-    this.fitColumns(Math.max(texts.price.length, texts.bid.length, texts.ask.length), change.abs.length);
+    // A text that is no number can be any length: it may be cut, a number never.
+    const width = (k) => (isDecimal(m[k]) ? texts[k].length : 0);
+    this.fitColumns(Math.max(width('price'), width('bid'), width('ask')), change.abs.length);
     vals.spark.setAttribute('points', sparklinePoints(m.hist));
     const trend = m.hist.length > 1 ? Math.sign(m.hist[m.hist.length - 1] - m.hist[0]) : 0;
     setAttr(vals.spark, 'class', trend > 0 ? 'up' : trend < 0 ? 'down' : 'flat');
@@ -635,7 +690,7 @@ class Dashboard {
     let detail = '';
     if (info.state === 'live' && info.recovered === true) detail = 'recovered every missed tick';
     else if (info.state === 'live' && info.recovered === false) detail = 'some ticks missed: fresh snapshots';
-    else if (info.state === 'reconnecting') detail = info.reason;
+    else if (info.state === 'reconnecting' || info.state === 'refused') detail = info.reason;
     setText(this.el('conn-detail'), detail);
     this.el('reconnect').hidden = info.state !== 'stopped';
   }

@@ -483,6 +483,8 @@ function defaultUrl() {
  * * `idle`: created, `start()` not called yet
  * * `connecting`: an attempt is under way (`info.attempt`)
  * * `live`: subscribed (`info.epoch`, `info.recovered`)
+ * * `refused`: connected, but the broker refused the first subscribe
+ *   (`info.code`, `info.reason`); a subscribe that succeeds makes it `live`
  * * `reconnecting`: waiting `info.delayMs` until `info.retryAt` (clock ms),
  *   after a close with `info.code` / `info.reason`
  * * `stopped`: will not reconnect by itself; `info.reason` says why
@@ -548,7 +550,8 @@ export class TickwireClient {
     if (added.length === 0) return;
     this.topics.push(...added);
     this.matchCache.clear();
-    if (this.#ready()) this.#sendSubscribe(added, { initial: false });
+    // Refused: the broker holds none of the patterns, so ask for them all.
+    if (this.#ready()) this.#sendSubscribe(this.state === 'refused' ? this.topics : added, { initial: false });
   }
 
   /** Removes patterns from the subscription. */
@@ -572,6 +575,13 @@ export class TickwireClient {
     this.matchCache.clear();
     this.tracker.retain((topic) => this.matches(topic));
     if (!this.#ready()) return;
+    if (this.state === 'refused') {
+      // The broker refused the whole request (PROTOCOL.md: `forbidden`
+      // refuses it if any pattern is not allowed), so it holds none of the
+      // patterns: ask for every one, not only the new ones.
+      if (next.length > 0) this.#sendSubscribe(next, { initial: false });
+      return;
+    }
     if (removed.length > 0) this.#send({ op: 'unsubscribe', id: this.#id('unsubscribe'), topics: removed });
     if (added.length > 0) this.#sendSubscribe(added, { initial: false });
   }
@@ -733,7 +743,8 @@ export class TickwireClient {
   #onSubscribed(msg) {
     const req = this.pending.get(msg.id);
     this.pending.delete(msg.id);
-    if (!req || !req.initial) return;
+    // The first subscribe, or one after it was refused, makes the connection live.
+    if (!req || !(req.initial || this.state === 'refused')) return;
     let recovered = null;
     if (req.recovery) {
       // `recovered` may be a boolean for the request or, from a broker that
@@ -747,7 +758,7 @@ export class TickwireClient {
   #onServerError(msg) {
     const req = this.pending.get(msg.id);
     this.pending.delete(msg.id);
-    this.onError?.(msg);
+    this.onError?.(msg, req?.op ?? null);
     if (req && req.op === 'auth' && req.first && !this.conn.authed) {
       // With auth off the broker answers a bad token with an error instead
       // of closing with 4500. Same policy: the same token will not do better.
@@ -768,8 +779,13 @@ export class TickwireClient {
       });
       return;
     }
-    // A refused first subscribe still leaves a working connection.
-    if (req && req.initial) this.#goLive(null);
+    // A refused first subscribe leaves a working connection with nothing
+    // subscribed: not live (no price will come) until a subscribe succeeds,
+    // e.g. with a filter the token allows. No reconnect: it would be refused
+    // again.
+    if (req && req.op === 'subscribe' && (req.initial || this.state === 'refused')) {
+      this.#setState({ state: 'refused', code: msg.code ?? null, reason: `${msg.code}: ${msg.message}` });
+    }
   }
 
   #goLive(recovered) {
