@@ -64,13 +64,13 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The instant of a token expiry given in seconds since the Unix epoch.
-fn expiry_instant(exp_s: u64) -> Instant {
+/// The instant of a token expiry given in ms since the Unix epoch.
+fn expiry_instant(exp_ms: u64) -> Instant {
     let now_ms = tickwire_proto::now_ms();
-    // Saturating: `exp` is whatever the token's issuer signed, up to
-    // u64::MAX ("never"); a plain product overflowed (a panic, or in release
-    // a wrapped, early expiry).
-    Instant::now() + Duration::from_millis(exp_s.saturating_mul(1000).saturating_sub(now_ms))
+    // `exp` is whatever the token's issuer signed, up to u64::MAX seconds
+    // ("never"), saturated to u64::MAX ms by `jwt` (a plain product
+    // overflowed: a panic, or in release a wrapped, early expiry).
+    Instant::now() + Duration::from_millis(exp_ms.saturating_sub(now_ms))
 }
 
 fn far_future() -> Instant {
@@ -237,7 +237,7 @@ pub(crate) fn run<W: WireWrite>(
         let mut closing = false;
         let mut ping_due = false;
         let mut timer = pin!(sleep_until(far_future()));
-        // Token expiry: (seconds since the epoch as last read, its instant).
+        // Token expiry: (ms since the epoch as last read, its instant).
         let mut exp: (u64, Option<Instant>) = (0, None);
         let end = loop {
             // Not in the middle of a close the reader asked for: its code goes out.
@@ -368,9 +368,9 @@ pub(crate) fn run<W: WireWrite>(
             // One timer for the nearest deadline, re-armed only when that moves:
             // registering a timer per deadline per wake-up cost more than the
             // wake-up itself (docs/performance.md).
-            let exp_s = conn.expires_at_s.load(Ordering::Relaxed);
-            if exp_s != exp.0 {
-                exp = (exp_s, (exp_s > 0).then(|| expiry_instant(exp_s)));
+            let exp_ms = conn.expires_at_ms.load(Ordering::Relaxed);
+            if exp_ms != exp.0 {
+                exp = (exp_ms, (exp_ms > 0).then(|| expiry_instant(exp_ms)));
             }
             let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
             let dead_at = Instant::from_std(conn.last_seen()) + dead_after(&gw);
@@ -403,7 +403,7 @@ pub(crate) fn run<W: WireWrite>(
                         break End::Close(4000, "heartbeat timeout");
                     }
                     if exp.1.is_some_and(|e| e <= now)
-                        && conn.expires_at_s.load(Ordering::Relaxed) == exp.0
+                        && conn.expires_at_ms.load(Ordering::Relaxed) == exp.0
                     {
                         break End::Close(4002, "token expired");
                     }
