@@ -253,6 +253,9 @@ async fn raw_status(srv: &TestServer, request: String) -> u16 {
         .expect("answered in time")
 }
 
+/// A request under test: resolves to the answer's status.
+type Request<'a> = std::pin::Pin<Box<dyn Future<Output = u16> + 'a>>;
+
 /// Every JSON error answer the broker sends over HTTP counts in
 /// `tickwire_errors_total{code}`, once, like a WebSocket `error` reply: the
 /// 408 of a publish body that never arrives and the 401/400 answers of
@@ -281,7 +284,7 @@ async fn every_http_json_error_is_counted_once_by_code() {
             "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n{{\"topic\":\"late.a\","
         ),
     );
-    let cases: Vec<(&str, u16, std::pin::Pin<Box<dyn Future<Output = u16> + '_>>)> = vec![
+    let cases: Vec<(&str, u16, Request<'_>)> = vec![
         ("bad_request", 408, Box::pin(late_body)),
         (
             "unauthorized",
