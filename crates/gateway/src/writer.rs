@@ -102,6 +102,8 @@ enum Written {
     Failed,
     /// The outbox gave up while the write was blocked; the label says why.
     Slow(&'static str),
+    /// The token expired while the write was blocked.
+    Expired,
     Shutdown,
 }
 
@@ -132,7 +134,8 @@ fn written(r: std::io::Result<()>) -> Written {
 
 /// A write the socket did not take at once: waits for it within `limit`,
 /// while watching the outbox: a peer that stopped reading blocks the write,
-/// and the hard limit or the soft-limit clock must still close it then.
+/// and the hard limit or the soft-limit clock must still close it then, and
+/// so must the token's expiry (4002, not the slow consumer's 4001 later).
 /// Abandoning the write leaves a partial frame on the wire, so every outcome
 /// but `Done` ends with a reset, not a Close frame.
 ///
@@ -150,6 +153,10 @@ async fn watch_write<F: Future<Output = std::io::Result<()>>>(
     let deadline = Instant::now() + limit;
     loop {
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
+        // Read on every pass: a re-`auth` stores the new expiry, then wakes
+        // the outbox (`notified` below), so a refreshed token is seen.
+        let exp_ms = conn.expires_at_ms.load(Ordering::Relaxed);
+        let exp_at = (exp_ms > 0).then(|| expiry_instant(exp_ms));
         tokio::select! {
             biased;
             r = &mut write => return written(r),
@@ -158,6 +165,13 @@ async fn watch_write<F: Future<Output = std::io::Result<()>>>(
                 return Written::Slow("write_timeout");
             }
             _ = gw.shutdown.cancelled() => return Written::Shutdown,
+            // Capped: an `exp` of u64::MAX s lies some 584 million years out.
+            _ = sleep_until(exp_at.map_or_else(far_future, |e| e.min(far_future()))) => {
+                if conn.expires_at_ms.load(Ordering::Relaxed) == exp_ms {
+                    tracing::info!("token expired during a blocked write");
+                    return Written::Expired;
+                }
+            }
             _ = conn.outbox.notified() => {}
             _ = sleep_until(slow_at.unwrap_or_else(far_future)) => {
                 conn.outbox.check(std::time::Instant::now());
@@ -348,6 +362,8 @@ pub(crate) fn run<W: WireWrite>(
                         break End::Abort(4001);
                     }
                     Written::Shutdown => break End::Abort(1001),
+                    // A frame is cut: reset, counted as the 4002 it stands for.
+                    Written::Expired => break End::Abort(4002),
                 }
                 gw.metrics.bytes_out.inc_by(buf.len() as u64);
                 conn.outbox.written(counted);
