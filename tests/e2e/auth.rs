@@ -234,3 +234,64 @@ async fn a_reauth_that_does_not_cover_the_subscriptions_held_is_forbidden() {
         .await;
     assert_eq!(c.expect_type("authenticated").await["id"], 7);
 }
+
+/// RFC 7519 `nbf`: a token is not accepted before it, on any path, just as a
+/// bad token is not (401 with a JSON body on a header, 4500 on a first
+/// `auth`). Its NumericDates may carry a fraction: such a token is good.
+#[tokio::test]
+async fn a_token_before_its_nbf_is_refused_and_fractional_times_are_accepted() {
+    let srv = auth_server().await;
+    let early = jwt(json!({"sub":"early","exp":now_s()+3600,"nbf":now_s()+600,"subscribe":[">"]}));
+    let bearer = format!("Bearer {early}");
+    let err = Client::connect(&srv.ws_url(), &[("Authorization", &bearer)])
+        .await
+        .err()
+        .expect("refused");
+    let WsError::Http(resp) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["error"], "unauthorized", "{body}");
+    let (s, b) = http(
+        srv.addr,
+        "GET",
+        "/api/snapshot?topics=a.b",
+        &[("Authorization", &bearer)],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 401, "{b}");
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","id":1,"token":early})).await;
+    let (closed, seen) = c.until_closed(WAIT).await;
+    assert!(
+        matches!(closed, Closed::Code(4500, _)),
+        "{closed:?} {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|m| m["type"] != "authenticated"),
+        "{seen:?}"
+    );
+
+    // Fractional exp and nbf (RFC 7519 NumericDate), by header and by `auth`.
+    let exp = now_s() + 3600;
+    let frac = jwt(
+        json!({"sub":"frac","exp":exp as f64 + 0.5,"nbf":now_s() as f64 - 10.25,"subscribe":[">"]}),
+    );
+    let bearer = format!("Bearer {frac}");
+    let mut h = Client::connect(&srv.ws_url(), &[("Authorization", &bearer)])
+        .await
+        .expect("a fractional exp is a good token");
+    h.expect_type("welcome").await;
+    h.subscribe(json!({"op":"subscribe","id":1,"topics":["frac.x"]}))
+        .await;
+    let mut c = srv.client().await;
+    c.send(json!({"op":"auth","id":2,"token":frac})).await;
+    let a = c.expect_type("authenticated").await;
+    // Shown in whole seconds, rounded down.
+    assert_eq!(
+        (a["sub"].as_str(), a["exp"].as_u64()),
+        (Some("frac"), Some(exp))
+    );
+}

@@ -528,3 +528,48 @@ async fn direct_writes_in_io_uring_batches_deliver_every_tick() {
 async fn direct_writes_one_send_each_deliver_every_tick() {
     every_idle_subscriber_gets_every_tick(false).await;
 }
+
+/// A token that expires while the connection's writer is blocked in a write
+/// (a peer that stopped reading) ends the connection as 4002, token expired,
+/// at its expiry: not as a slow consumer when the write deadline, far later,
+/// runs out. (The frame in flight is cut, so the socket is reset; the close
+/// is counted as the 4002 it stands for.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_during_a_stuck_write_closes_as_expired() {
+    let srv = TestServer::start_with(|e, g| {
+        g.auth.jwt_secret = Some(tickwire_testkit::JWT_SECRET.into());
+        // Only the expiry can end it within the test.
+        g.write_timeout_ms = 120_000;
+        e.outbox.slow_timeout_ms = 120_000;
+        g.socket_send_buffer_bytes = 8 * 1024;
+    })
+    .await;
+    let mut stuck = small_rcvbuf_client(srv.addr, 4096).await;
+    stuck.expect_type("welcome").await;
+    let exp = tickwire_testkit::now_s() + 3;
+    let token = tickwire_testkit::jwt(json!({"sub":"stuck","exp":exp,"subscribe":[">"]}));
+    stuck.send(json!({"op":"auth","token":token})).await;
+    stuck.expect_type("authenticated").await;
+    stuck
+        .subscribe(json!({"op":"subscribe","topics":["x.t"],"snapshot":false}))
+        .await;
+    // 2 MB to a client that reads nothing: the writer blocks in a write and
+    // stays there (one topic: conflation keeps the outbox small).
+    let topic = [Topic::parse("x.t").unwrap()];
+    publish_paced(&srv, &topic, 1000, 2000, 4).await;
+    assert!(
+        tickwire_proto::now_ms() < exp * 1000,
+        "published too slowly: the token expired before the write was stuck"
+    );
+    wait_metric(&srv, "tickwire_closes_total{code=\"4002\"}", 1.0, WAIT).await;
+    assert!(tickwire_proto::now_ms() >= exp * 1000, "closed before exp");
+    assert_eq!(
+        srv.metric("tickwire_closes_total{code=\"4001\"}").await,
+        0.0
+    );
+    assert_eq!(
+        srv.metric("tickwire_slow_consumer_closes_total{reason=\"write_timeout\"}")
+            .await,
+        0.0
+    );
+}

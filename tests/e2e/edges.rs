@@ -496,3 +496,30 @@ async fn a_since_of_unknown_topics_does_not_hold_publishers_back() {
         "a publish waited {longest:?} while the subscribe took {took:?}"
     );
 }
+
+/// A request head over 64 KiB is refused with 431 (docs/security.md), not
+/// served: hyper's `max_buf_size` alone let a 70 KB head through (its read
+/// buffer grows by doubling and was parsed once the whole head was in).
+#[tokio::test]
+async fn a_request_head_over_64_kib_is_refused_with_431() {
+    let srv = TestServer::start().await;
+    let big = "a".repeat(70_000);
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let resp = raw_http(&srv, req.as_bytes()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+    // Just under the limit is still served.
+    let ok = "a".repeat(60_000);
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n");
+    let resp = raw_http(&srv, req.as_bytes()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+}

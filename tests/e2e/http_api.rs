@@ -227,3 +227,120 @@ async fn snapshot_topics_may_be_percent_encoded() {
         );
     }
 }
+
+/// Sends `request` as is on a new connection and returns the status of the
+/// answer, read to the end of the stream.
+async fn raw_status(srv: &TestServer, request: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(srv.addr)
+            .await
+            .expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        // Every one of these answers carries the JSON error body.
+        assert!(parse(body)["error"].is_string(), "{text}");
+        text.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"))
+    };
+    tokio::time::timeout(tickwire_testkit::WAIT, fut)
+        .await
+        .expect("answered in time")
+}
+
+/// A request under test: resolves to the answer's status.
+type Request<'a> = std::pin::Pin<Box<dyn Future<Output = u16> + 'a>>;
+
+/// Every JSON error answer the broker sends over HTTP counts in
+/// `tickwire_errors_total{code}`, once, like a WebSocket `error` reply: the
+/// 408 of a publish body that never arrives and the 401/400 answers of
+/// `/api/snapshot` used to count nothing, while a bad publish line did.
+#[tokio::test]
+async fn every_http_json_error_is_counted_once_by_code() {
+    let srv = TestServer::start_with(|_, g| {
+        g.auth.jwt_secret = Some(tickwire_testkit::JWT_SECRET.into());
+        g.header_read_timeout_ms = 300;
+    })
+    .await;
+    let key = format!("Bearer {KEY}");
+    let get = |path: &'static str, auth: bool| {
+        let key = key.clone();
+        async move {
+            let h = [("Authorization", key.as_str())];
+            let headers: &[(&str, &str)] = if auth { &h } else { &[] };
+            let (s, b) = http(srv.addr, "GET", path, headers, b"").await;
+            assert!(parse(&b)["error"].is_string(), "{b}");
+            s
+        }
+    };
+    let late_body = raw_status(
+        &srv,
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n{{\"topic\":\"late.a\","
+        ),
+    );
+    let cases: Vec<(&str, u16, Request<'_>)> = vec![
+        ("bad_request", 408, Box::pin(late_body)),
+        (
+            "unauthorized",
+            401,
+            Box::pin(get("/api/snapshot?topics=a.b", false)),
+        ),
+        (
+            "invalid_topic",
+            400,
+            Box::pin(get("/api/snapshot?topics=a..b", true)),
+        ),
+        ("bad_request", 400, Box::pin(get("/api/snapshot", true))),
+        (
+            "bad_request",
+            400,
+            Box::pin(get("/api/snapshot?topics=%zz", true)),
+        ),
+        ("not_found", 404, Box::pin(get("/nope", false))),
+        (
+            "method_not_allowed",
+            405,
+            Box::pin(async { http(srv.addr, "DELETE", "/api/topics", &[], b"").await.0 }),
+        ),
+        (
+            "unauthorized",
+            401,
+            Box::pin(async {
+                let (s, b) = http(srv.addr, "POST", "/api/publish", &[], b"{}").await;
+                assert!(parse(&b)["error"].is_string(), "{b}");
+                s
+            }),
+        ),
+        (
+            "unauthorized",
+            401,
+            Box::pin(async {
+                let auth = [
+                    ("Authorization", "Bearer nope"),
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ];
+                http(srv.addr, "GET", "/ws", &auth, b"").await.0
+            }),
+        ),
+    ];
+    let mut uncounted = Vec::new();
+    for (code, status, request) in cases {
+        let name = format!("tickwire_errors_total{{code=\"{code}\"}}");
+        let before = srv.metric(&name).await;
+        assert_eq!(request.await, status, "{code}");
+        let after = srv.metric(&name).await;
+        if after - before != 1.0 {
+            uncounted.push(format!("{status} {code}: {before} -> {after}"));
+        }
+    }
+    assert!(uncounted.is_empty(), "{uncounted:#?}");
+}

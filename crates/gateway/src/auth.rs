@@ -38,8 +38,12 @@ impl Rights {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub sub: String,
-    /// Expiry, seconds since the Unix epoch; `None` never expires.
+    /// Expiry, whole seconds since the Unix epoch (a fractional `exp`
+    /// rounded down): what `authenticated.exp` shows. `None` never expires.
     pub exp: Option<u64>,
+    /// The instant the token stops being valid, ms since the Unix epoch:
+    /// what the connection enforces. `None` never expires.
+    pub expires_at_ms: Option<u64>,
     pub publish: Rights,
     pub subscribe: Rights,
 }
@@ -50,6 +54,7 @@ impl Principal {
         Principal {
             sub: "anonymous".into(),
             exp: None,
+            expires_at_ms: None,
             publish: Rights::None,
             subscribe: Rights::All,
         }
@@ -59,6 +64,7 @@ impl Principal {
         Principal {
             sub: "publisher-key".into(),
             exp: None,
+            expires_at_ms: None,
             publish: Rights::All,
             subscribe: Rights::All,
         }
@@ -71,6 +77,9 @@ pub enum AuthError {
     Unknown,
     #[error("token expired")]
     Expired,
+    /// Before the token's `nbf` (not before).
+    #[error("token not valid yet")]
+    NotYetValid,
     #[error("malformed token: {0}")]
     Malformed(String),
 }
@@ -120,7 +129,7 @@ impl Auth {
         }
         match &self.jwt_secret {
             Some(secret) if token.matches('.').count() == 2 => {
-                crate::jwt::verify(token, secret, tickwire_proto::now_ms() / 1000)
+                crate::jwt::verify(token, secret, tickwire_proto::now_ms())
             }
             _ => Err(AuthError::Unknown),
         }

@@ -46,8 +46,8 @@ pub(crate) struct Conn {
     pub ctl: Mutex<Ctl>,
     /// When a frame last arrived, in ms since `started`.
     pub last_seen_ms: AtomicU64,
-    /// Token expiry (s since the Unix epoch), 0 for none; refreshed by `auth`.
-    pub expires_at_s: AtomicU64,
+    /// Token expiry (ms since the Unix epoch), 0 for none; refreshed by `auth`.
+    pub expires_at_ms: AtomicU64,
     pub started: Instant,
     /// The peer's address, for its per-IP slot.
     pub ip: IpAddr,
@@ -133,7 +133,12 @@ fn spawn<R, W>(
         outbox: outbox.clone(),
         ctl: Mutex::new(Ctl::default()),
         last_seen_ms: AtomicU64::new(0),
-        expires_at_s: AtomicU64::new(principal.as_ref().and_then(|p| p.exp).unwrap_or(0)),
+        expires_at_ms: AtomicU64::new(
+            principal
+                .as_ref()
+                .and_then(|p| p.expires_at_ms)
+                .unwrap_or(0),
+        ),
         started: Instant::now(),
         ip: peer.ip(),
     });

@@ -70,13 +70,18 @@ fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
     String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
 }
 
-/// `{"error":code,"message":..}` plus `"line":k` when given.
-pub(crate) fn json_error(
+/// Every JSON error answer of the HTTP side: `{"error":code,"message":..}`
+/// plus `"line":k` when given, counted in `tickwire_errors_total{code}` as a
+/// WebSocket `error` reply is. The only way to build one, so that no answer
+/// goes uncounted.
+pub(crate) fn error_reply(
+    gw: &Gateway,
     status: StatusCode,
     code: &str,
     message: &str,
     line: Option<usize>,
 ) -> Response {
+    gw.metrics.error(code);
     let mut s = String::from("{\"error\":");
     push_json_str(&mut s, code);
     s.push_str(",\"message\":");
@@ -132,13 +137,20 @@ pub(crate) async fn handle(
             | "/" | "/index.html" | "/tickwire.js" | "/dashboard.js" | "/dashboard.css",
             _,
             _,
-        ) => json_error(
+        ) => error_reply(
+            &gw,
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed here",
             None,
         ),
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such path", None),
+        _ => error_reply(
+            &gw,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such path",
+            None,
+        ),
     };
     Ok(resp)
 }
@@ -166,12 +178,13 @@ fn reject(gw: &Gateway, reason: &str, status: StatusCode, code: &str, message: &
             reason: reason.into(),
         })
         .inc();
-    json_error(status, code, message, None)
+    error_reply(gw, status, code, message, None)
 }
 
 fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Response {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return json_error(
+        return error_reply(
+            &gw,
             StatusCode::UPGRADE_REQUIRED,
             "bad_request",
             "expected a WebSocket upgrade",
@@ -226,7 +239,13 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
         Ok(x) => x,
         Err(e) => {
             gw.release_ip(peer.ip());
-            return json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string(), None);
+            return error_reply(
+                &gw,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &e.to_string(),
+                None,
+            );
         }
     };
     let tracker = gw.tracker.clone();
@@ -296,7 +315,8 @@ fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request<Incoming>) -> Re
 }
 
 async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
-    let unauthorized = |m: &str| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m, None);
+    let unauthorized =
+        |m: &str| error_reply(&gw, StatusCode::UNAUTHORIZED, "unauthorized", m, None);
     let principal: Principal = match bearer(&req) {
         Err(m) => return unauthorized(m),
         Ok(None) => {
@@ -305,7 +325,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         Ok(Some(t)) => match gw.auth.verify(t) {
             Ok(p) if p.publish != Rights::None => p,
             Ok(_) => {
-                return json_error(
+                return error_reply(
+                    &gw,
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "this token may not publish",
@@ -333,7 +354,7 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
             "the body did not arrive within header_read_timeout_ms ({} ms)",
             gw.cfg.header_read_timeout_ms
         );
-        let mut resp = json_error(StatusCode::REQUEST_TIMEOUT, "bad_request", &m, None);
+        let mut resp = error_reply(&gw, StatusCode::REQUEST_TIMEOUT, "bad_request", &m, None);
         resp.headers_mut().insert(
             header::CONNECTION,
             header::HeaderValue::from_static("close"),
@@ -344,13 +365,19 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             let m = format!("body over {} bytes", gw.cfg.max_http_body_bytes);
-            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &m, None);
+            return error_reply(
+                &gw,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &m,
+                None,
+            );
         }
         // A body hyper could not read (bad chunked encoding, a cut stream):
         // the request's fault, not its size.
         Err(e) => {
             let m = format!("cannot read the body: {e}");
-            return json_error(StatusCode::BAD_REQUEST, "bad_request", &m, None);
+            return error_reply(&gw, StatusCode::BAD_REQUEST, "bad_request", &m, None);
         }
     };
     let lines: Vec<(usize, &[u8])> = if ndjson {
@@ -363,7 +390,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         vec![(1, &body[..])]
     };
     if lines.is_empty() {
-        return json_error(
+        return error_reply(
+            &gw,
             StatusCode::BAD_REQUEST,
             "bad_request",
             "empty body",
@@ -377,8 +405,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         let (topic, range) = match parse_publish(line, &mut scratch) {
             Ok(x) => x,
             Err(e) => {
-                gw.metrics.error(e.code.as_str());
-                return json_error(
+                return error_reply(
+                    &gw,
                     StatusCode::BAD_REQUEST,
                     e.code.as_str(),
                     &e.message,
@@ -393,8 +421,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
                 data.len(),
                 gw.cfg.max_tick_bytes
             );
-            gw.metrics.error(ErrorCode::PayloadTooLarge.as_str());
-            return json_error(
+            return error_reply(
+                &gw,
                 StatusCode::BAD_REQUEST,
                 ErrorCode::PayloadTooLarge.as_str(),
                 &m,
@@ -403,8 +431,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
         }
         if !principal.publish.allows_topic(&topic) {
             let m = format!("not allowed to publish to '{topic}'");
-            gw.metrics.error(ErrorCode::Forbidden.as_str());
-            return json_error(
+            return error_reply(
+                &gw,
                 StatusCode::FORBIDDEN,
                 ErrorCode::Forbidden.as_str(),
                 &m,
@@ -426,8 +454,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
     for (i, (topic, _)) in parsed.iter().enumerate() {
         if !gw.engine.has_topic(topic) && new.insert(topic.as_str()) && new.len() > room {
             let e = tickwire_engine::PublishError::TooManyTopics(gw.engine.config().max_topics);
-            gw.metrics.error(ErrorCode::BadRequest.as_str());
-            return json_error(
+            return error_reply(
+                &gw,
                 StatusCode::BAD_REQUEST,
                 ErrorCode::BadRequest.as_str(),
                 &e.to_string(),
@@ -451,7 +479,8 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
             })
     };
     if let Err((i, e)) = published {
-        return json_error(
+        return error_reply(
+            &gw,
             StatusCode::BAD_REQUEST,
             "bad_request",
             &e.to_string(),
@@ -489,7 +518,8 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
     // With auth on, a snapshot is a subscribe's first answer: it needs a
     // token whose subscribe rights cover every topic asked for.
     let principal = if gw.auth.required() {
-        let unauthorized = |m: &str| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m, None);
+        let unauthorized =
+            |m: &str| error_reply(gw, StatusCode::UNAUTHORIZED, "unauthorized", m, None);
         match bearer(req) {
             Err(m) => return unauthorized(m),
             Ok(None) => return unauthorized("auth is on: give 'Authorization: Bearer <token>'"),
@@ -508,7 +538,8 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
         .unwrap_or("");
     // A browser's URLSearchParams sends `fx%3AEUR%2Cfx%3AUSD`.
     let Some(list) = percent_decode(raw) else {
-        return json_error(
+        return error_reply(
+            gw,
             StatusCode::BAD_REQUEST,
             "bad_request",
             "topics: a broken %-escape, or not UTF-8 once decoded",
@@ -523,7 +554,8 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
         match Topic::parse(t) {
             Ok(t) => topics.push(t),
             Err(e) => {
-                return json_error(
+                return error_reply(
+                    gw,
                     StatusCode::BAD_REQUEST,
                     "invalid_topic",
                     &e.to_string(),
@@ -533,7 +565,8 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
         }
     }
     if topics.is_empty() {
-        return json_error(
+        return error_reply(
+            gw,
             StatusCode::BAD_REQUEST,
             "bad_request",
             "give ?topics=a,b",
@@ -543,8 +576,8 @@ fn snapshot(gw: &Gateway, req: &Request<Incoming>) -> Response {
     if let Some(p) = &principal
         && let Some(t) = topics.iter().find(|t| !p.subscribe.allows_topic(t))
     {
-        gw.metrics.error(ErrorCode::Forbidden.as_str());
-        return json_error(
+        return error_reply(
+            gw,
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden.as_str(),
             &format!("not allowed to subscribe to '{t}'"),

@@ -241,6 +241,9 @@ impl Gateway {
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(self.cfg.header_read_timeout_ms))
             .max_buf_size(64 * 1024)
+            // The head's own limit: the buffer's alone let a larger head in
+            // (the buffer grows by doubling; a 70 KB head was served).
+            .max_header_size(64 * 1024)
             .serve_connection(
                 TokioIo::new(deadline::WriteDeadline::new(
                     stream,

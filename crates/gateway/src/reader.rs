@@ -579,8 +579,8 @@ impl Reader {
                         return None;
                     }
                     self.conn
-                        .expires_at_s
-                        .store(p.exp.unwrap_or(0), Ordering::Relaxed);
+                        .expires_at_ms
+                        .store(p.expires_at_ms.unwrap_or(0), Ordering::Relaxed);
                     self.conn.outbox.wake_writer();
                     self.reply(encode::authenticated(id.as_ref(), &p.sub, p.exp));
                     self.principal = Some(Arc::new(p));

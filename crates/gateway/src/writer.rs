@@ -64,13 +64,13 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The instant of a token expiry given in seconds since the Unix epoch.
-fn expiry_instant(exp_s: u64) -> Instant {
+/// The instant of a token expiry given in ms since the Unix epoch.
+fn expiry_instant(exp_ms: u64) -> Instant {
     let now_ms = tickwire_proto::now_ms();
-    // Saturating: `exp` is whatever the token's issuer signed, up to
-    // u64::MAX ("never"); a plain product overflowed (a panic, or in release
-    // a wrapped, early expiry).
-    Instant::now() + Duration::from_millis(exp_s.saturating_mul(1000).saturating_sub(now_ms))
+    // `exp` is whatever the token's issuer signed, up to u64::MAX seconds
+    // ("never"), saturated to u64::MAX ms by `jwt` (a plain product
+    // overflowed: a panic, or in release a wrapped, early expiry).
+    Instant::now() + Duration::from_millis(exp_ms.saturating_sub(now_ms))
 }
 
 fn far_future() -> Instant {
@@ -102,6 +102,8 @@ enum Written {
     Failed,
     /// The outbox gave up while the write was blocked; the label says why.
     Slow(&'static str),
+    /// The token expired while the write was blocked.
+    Expired,
     Shutdown,
 }
 
@@ -132,7 +134,8 @@ fn written(r: std::io::Result<()>) -> Written {
 
 /// A write the socket did not take at once: waits for it within `limit`,
 /// while watching the outbox: a peer that stopped reading blocks the write,
-/// and the hard limit or the soft-limit clock must still close it then.
+/// and the hard limit or the soft-limit clock must still close it then, and
+/// so must the token's expiry (4002, not the slow consumer's 4001 later).
 /// Abandoning the write leaves a partial frame on the wire, so every outcome
 /// but `Done` ends with a reset, not a Close frame.
 ///
@@ -150,6 +153,10 @@ async fn watch_write<F: Future<Output = std::io::Result<()>>>(
     let deadline = Instant::now() + limit;
     loop {
         let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
+        // Read on every pass: a re-`auth` stores the new expiry, then wakes
+        // the outbox (`notified` below), so a refreshed token is seen.
+        let exp_ms = conn.expires_at_ms.load(Ordering::Relaxed);
+        let exp_at = (exp_ms > 0).then(|| expiry_instant(exp_ms));
         tokio::select! {
             biased;
             r = &mut write => return written(r),
@@ -158,6 +165,13 @@ async fn watch_write<F: Future<Output = std::io::Result<()>>>(
                 return Written::Slow("write_timeout");
             }
             _ = gw.shutdown.cancelled() => return Written::Shutdown,
+            // Capped: an `exp` of u64::MAX s lies some 584 million years out.
+            _ = sleep_until(exp_at.map_or_else(far_future, |e| e.min(far_future()))) => {
+                if conn.expires_at_ms.load(Ordering::Relaxed) == exp_ms {
+                    tracing::info!("token expired during a blocked write");
+                    return Written::Expired;
+                }
+            }
             _ = conn.outbox.notified() => {}
             _ = sleep_until(slow_at.unwrap_or_else(far_future)) => {
                 conn.outbox.check(std::time::Instant::now());
@@ -237,7 +251,7 @@ pub(crate) fn run<W: WireWrite>(
         let mut closing = false;
         let mut ping_due = false;
         let mut timer = pin!(sleep_until(far_future()));
-        // Token expiry: (seconds since the epoch as last read, its instant).
+        // Token expiry: (ms since the epoch as last read, its instant).
         let mut exp: (u64, Option<Instant>) = (0, None);
         let end = loop {
             // Not in the middle of a close the reader asked for: its code goes out.
@@ -348,6 +362,8 @@ pub(crate) fn run<W: WireWrite>(
                         break End::Abort(4001);
                     }
                     Written::Shutdown => break End::Abort(1001),
+                    // A frame is cut: reset, counted as the 4002 it stands for.
+                    Written::Expired => break End::Abort(4002),
                 }
                 gw.metrics.bytes_out.inc_by(buf.len() as u64);
                 conn.outbox.written(counted);
@@ -368,9 +384,9 @@ pub(crate) fn run<W: WireWrite>(
             // One timer for the nearest deadline, re-armed only when that moves:
             // registering a timer per deadline per wake-up cost more than the
             // wake-up itself (docs/performance.md).
-            let exp_s = conn.expires_at_s.load(Ordering::Relaxed);
-            if exp_s != exp.0 {
-                exp = (exp_s, (exp_s > 0).then(|| expiry_instant(exp_s)));
+            let exp_ms = conn.expires_at_ms.load(Ordering::Relaxed);
+            if exp_ms != exp.0 {
+                exp = (exp_ms, (exp_ms > 0).then(|| expiry_instant(exp_ms)));
             }
             let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
             let dead_at = Instant::from_std(conn.last_seen()) + dead_after(&gw);
@@ -403,7 +419,7 @@ pub(crate) fn run<W: WireWrite>(
                         break End::Close(4000, "heartbeat timeout");
                     }
                     if exp.1.is_some_and(|e| e <= now)
-                        && conn.expires_at_s.load(Ordering::Relaxed) == exp.0
+                        && conn.expires_at_ms.load(Ordering::Relaxed) == exp.0
                     {
                         break End::Close(4002, "token expired");
                     }
