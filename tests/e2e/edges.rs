@@ -126,6 +126,38 @@ async fn an_ndjson_batch_over_max_topics_publishes_nothing() {
     assert_eq!(v["snapshots"][0]["seq"], 1, "{b}");
 }
 
+/// Two NDJSON batches that each fit under `max_topics` alone but not
+/// together, sent at once: one is published whole and the other not at all,
+/// however they interleave. (Both passed the check of the room left and then
+/// raced for it: the second was refused halfway, its first lines published.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_ndjson_batches_never_publish_half() {
+    let batch = |p: &str| -> String {
+        (0..600)
+            .map(|i| format!("{{\"topic\":\"{p}.t{i}\",\"data\":{{\"p\":1}}}}\n"))
+            .collect()
+    };
+    let (a, b) = (batch("a"), batch("b"));
+    for round in 0..10 {
+        let srv = TestServer::start_with(|e, _| e.max_topics = 1000).await;
+        let ndjson = Some("application/x-ndjson");
+        let ((sa, ba), (sb, bb)) = tokio::join!(
+            post_publish(srv.addr, KEY, ndjson, a.as_bytes()),
+            post_publish(srv.addr, KEY, ndjson, b.as_bytes()),
+        );
+        // The refused batch's answer (the other lists 600 seqs).
+        let refused = if sa == 200 { &bb } else { &ba };
+        let mut statuses = [sa, sb];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400], "round {round}: {refused}");
+        assert_eq!(
+            srv.gateway.engine().topic_count(),
+            600,
+            "round {round}: one batch whole, none of the other ({refused})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_empty_token_is_never_a_publisher_key() {
     // A configuration that let an empty key through must not make the empty

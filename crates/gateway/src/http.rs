@@ -443,8 +443,10 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
     }
     // The topics the request would create must fit under max_topics, checked
     // before anything is published: a line refused while publishing would
-    // leave the lines before it published. (Topics another publisher creates
-    // meanwhile can still fill the registry: the error after publishing.)
+    // leave the lines before it published. This first check names the line;
+    // `create_topics` below then creates them all or none under one lock, so
+    // topics another publisher creates meanwhile cannot refuse the batch
+    // halfway through.
     let room = gw
         .engine
         .config()
@@ -462,6 +464,15 @@ async fn publish(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
                 Some(lines[i].0),
             );
         }
+    }
+    if let Err(e) = gw.engine.create_topics(parsed.iter().map(|(t, _)| t)) {
+        return error_reply(
+            &gw,
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest.as_str(),
+            &e.to_string(),
+            None,
+        );
     }
     let mut seqs = Vec::with_capacity(parsed.len());
     let published = {
