@@ -222,6 +222,55 @@ fn dead_after(gw: &Gateway) -> Duration {
     heartbeat(gw) + Duration::from_secs(10)
 }
 
+/// The token's expiry as the writer last read it: (ms since the Unix epoch,
+/// 0 for none; its instant). The instant is worked out once per value, and
+/// compared with the monotonic clock, so a step of the wall clock cannot
+/// make it fire early or keep firing.
+#[derive(Default)]
+struct Expiry(u64, Option<Instant>);
+
+impl Expiry {
+    /// The expiry's instant, read again from `conn`.
+    fn refresh(&mut self, conn: &Conn) -> Option<Instant> {
+        let exp_ms = conn.expires_at_ms.load(Ordering::Relaxed);
+        if exp_ms != self.0 {
+            *self = Expiry(exp_ms, (exp_ms > 0).then(|| expiry_instant(exp_ms)));
+        }
+        self.1
+    }
+}
+
+/// The deadlines of a connection's writer that do not depend on its queue:
+/// the silent peer's (4000), the token's expiry (4002), and the next Ping
+/// (`ping_due` set, and `Ok(true)`). Looked at when the writer's timer
+/// fires and, since a writer that finds more frames after every write
+/// never waits on its timer, after every batch it writes.
+fn deadlines(
+    gw: &Gateway,
+    conn: &Conn,
+    now: Instant,
+    exp: &mut Expiry,
+    next_ping: &mut Instant,
+    ping_due: &mut bool,
+) -> Result<bool, End> {
+    if Instant::from_std(conn.last_seen()) + dead_after(gw) <= now {
+        gw.metrics.heartbeat_timeouts.inc();
+        tracing::info!("heartbeat timeout");
+        return Err(End::Close(4000, "heartbeat timeout"));
+    }
+    // Read again: a re-`auth` may have moved it.
+    if exp.refresh(conn).is_some_and(|e| e <= now) {
+        return Err(End::Close(4002, "token expired"));
+    }
+    if *next_ping <= now {
+        // Sent at the top of the loop, behind any rest of a frame.
+        *next_ping = now + heartbeat(gw);
+        *ping_due = true;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Runs the connection's writing side to its end, the close included.
 ///
 /// What it keeps between wake-ups lives in every connection's task for the
@@ -251,8 +300,7 @@ pub(crate) fn run<W: WireWrite>(
         let mut closing = false;
         let mut ping_due = false;
         let mut timer = pin!(sleep_until(far_future()));
-        // Token expiry: (ms since the epoch as last read, its instant).
-        let mut exp: (u64, Option<Instant>) = (0, None);
+        let mut exp = Expiry::default();
         let end = loop {
             // Not in the middle of a close the reader asked for: its code goes out.
             if gw.closing() && !closing {
@@ -375,6 +423,15 @@ pub(crate) fn run<W: WireWrite>(
                 } else {
                     buf.clear();
                 }
+                // A writer that finds more frames after every write never
+                // waits on its timer: its deadlines are looked at here (a
+                // token that expired while ticks kept coming kept them coming).
+                let now = Instant::now();
+                if let Err(end) =
+                    deadlines(&gw, &conn, now, &mut exp, &mut next_ping, &mut ping_due)
+                {
+                    break end;
+                }
                 // Look again before sleeping: more may have arrived during the write.
                 continue;
             }
@@ -384,13 +441,10 @@ pub(crate) fn run<W: WireWrite>(
             // One timer for the nearest deadline, re-armed only when that moves:
             // registering a timer per deadline per wake-up cost more than the
             // wake-up itself (docs/performance.md).
-            let exp_ms = conn.expires_at_ms.load(Ordering::Relaxed);
-            if exp_ms != exp.0 {
-                exp = (exp_ms, (exp_ms > 0).then(|| expiry_instant(exp_ms)));
-            }
+            let exp_at = exp.refresh(&conn);
             let slow_at = conn.outbox.slow_deadline().map(Instant::from_std);
             let dead_at = Instant::from_std(conn.last_seen()) + dead_after(&gw);
-            let at = [gate_at.map(Instant::from_std), slow_at, exp.1]
+            let at = [gate_at.map(Instant::from_std), slow_at, exp_at]
                 .into_iter()
                 .flatten()
                 .fold(dead_at.min(next_ping), Instant::min);
@@ -413,25 +467,14 @@ pub(crate) fn run<W: WireWrite>(
                 Woke::Timer => {
                     // Fired: re-armed on the next pass (`is_elapsed`).
                     let now = Instant::now();
-                    if Instant::from_std(conn.last_seen()) + dead_after(&gw) <= now {
-                        gw.metrics.heartbeat_timeouts.inc();
-                        tracing::info!("heartbeat timeout");
-                        break End::Close(4000, "heartbeat timeout");
-                    }
-                    if exp.1.is_some_and(|e| e <= now)
-                        && conn.expires_at_ms.load(Ordering::Relaxed) == exp.0
-                    {
-                        break End::Close(4002, "token expired");
+                    match deadlines(&gw, &conn, now, &mut exp, &mut next_ping, &mut ping_due) {
+                        Err(end) => break end,
+                        // A queue direct writes kept goes back once ticks stop.
+                        Ok(true) => conn.outbox.trim_quiet(),
+                        Ok(false) => {}
                     }
                     if slow_at.is_some_and(|s| s <= now) {
                         conn.outbox.check(now.into_std());
-                    }
-                    if next_ping <= now {
-                        // Sent at the top of the loop, behind any rest of a frame.
-                        next_ping = now + heartbeat(&gw);
-                        ping_due = true;
-                        // A queue direct writes kept goes back once ticks stop.
-                        conn.outbox.trim_quiet();
                     }
                     // A max_hz gate's time is handled by `release_gates` at the top.
                 }
@@ -515,5 +558,141 @@ async fn finish<W: WireWrite>(gw: &Gateway, conn: &Conn, mut w: W, end: End) {
         let _ = tokio::time::timeout_at(deadline, w.shutdown()).await;
     } else {
         w.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicU64;
+    use std::task::Context;
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+    use tickwire_engine::{ConnId, Engine, EngineConfig};
+    use tokio::io::AsyncWrite;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::GatewayConfig;
+    use crate::connection::Ctl;
+
+    /// What the writer sent: Pings counted, the Close's code.
+    #[derive(Debug, Default)]
+    struct Seen {
+        pings: usize,
+        close: Option<u16>,
+    }
+
+    /// A socket that takes every write at once and, for each, queues one
+    /// more frame: the writer always finds more, never blocks and never
+    /// waits on its timer. Once `stop_after_pings` Pings went out it asks
+    /// the writer to close (1000).
+    struct Busy {
+        conn: Arc<Conn>,
+        seen: Arc<Mutex<Seen>>,
+        stop_after_pings: usize,
+    }
+
+    impl AsyncWrite for Busy {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut seen = self.seen.lock();
+            // Whole frames, server to client (unmasked), payloads under 126.
+            let mut b = buf;
+            while b.len() >= 2 {
+                let (op, len) = (b[0] & 0x0f, usize::from(b[1] & 0x7f));
+                assert!(len < 126 && b.len() >= 2 + len, "a small whole frame");
+                match op {
+                    0x9 => seen.pings += 1,
+                    0x8 => seen.close = Some(u16::from_be_bytes([b[2], b[3]])),
+                    _ => {}
+                }
+                b = &b[2 + len..];
+            }
+            if seen.pings >= self.stop_after_pings && seen.close.is_none() {
+                self.conn.ctl.lock().close.get_or_insert((1000, "enough"));
+            }
+            self.conn
+                .outbox
+                .push_control(Bytes::from_static(b"{\"type\":\"x\"}"));
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl WireWrite for Busy {
+        fn reset(&self) {}
+    }
+
+    /// Runs a writer on a socket that keeps it busy, on a thread of its own
+    /// (a writer that never waits would hold a test runtime's thread), and
+    /// gives what it sent once it ends, or `None` if it did not within 10 s.
+    fn busy_writer(
+        heartbeat_ms: u64,
+        token_ms: Option<u64>,
+        stop_after_pings: usize,
+    ) -> Option<Seen> {
+        let engine = Arc::new(Engine::new(EngineConfig::default()));
+        let cfg = GatewayConfig {
+            heartbeat_ms,
+            close_timeout_ms: 50,
+            ..GatewayConfig::default()
+        };
+        let gw = Gateway::new(cfg, engine.clone(), CancellationToken::new(), |_| {});
+        let conn = Arc::new(Conn {
+            id: ConnId(1),
+            outbox: engine.new_outbox(),
+            ctl: Mutex::new(Ctl::default()),
+            last_seen_ms: AtomicU64::new(0),
+            expires_at_ms: AtomicU64::new(token_ms.map_or(0, |ms| tickwire_proto::now_ms() + ms)),
+            started: std::time::Instant::now(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        });
+        conn.outbox
+            .push_control(Bytes::from_static(b"{\"type\":\"first\"}"));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let sock = Busy {
+            conn: conn.clone(),
+            seen: seen.clone(),
+            stop_after_pings,
+        };
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(run(gw, conn, sock));
+            let _ = done.send(());
+        });
+        ended.recv_timeout(Duration::from_secs(10)).ok()?;
+        Some(std::mem::take(&mut *seen.lock()))
+    }
+
+    #[test]
+    fn a_token_that_expires_while_the_writer_stays_busy_closes_with_4002() {
+        let seen = busy_writer(15_000, Some(200), usize::MAX)
+            .expect("the busy writer ended (it kept sending past the token's expiry)");
+        assert_eq!(seen.close, Some(4002), "{seen:?}");
+    }
+
+    #[test]
+    fn a_writer_that_stays_busy_still_sends_its_pings() {
+        let seen = busy_writer(50, None, 2).expect("the busy writer sent 2 Pings and ended");
+        assert!(seen.pings >= 2, "{seen:?}");
+        assert_eq!(seen.close, Some(1000), "{seen:?}");
     }
 }
