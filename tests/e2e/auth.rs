@@ -123,18 +123,27 @@ async fn a_bad_first_auth_closes_with_4500_and_a_bad_reauth_is_an_error() {
     assert!(c.barrier("alive").await.is_empty());
 }
 
-#[tokio::test]
-async fn a_bad_header_token_gets_401_and_no_websocket() {
-    let srv = auth_server().await;
-    let err = Client::connect(&srv.ws_url(), &[("Authorization", "Bearer nope")])
+/// An upgrade with `headers` that the broker must refuse: its status and
+/// JSON body (`null` when it has none).
+async fn refused_upgrade(srv: &TestServer, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let err = Client::connect(&srv.ws_url(), headers)
         .await
         .err()
         .expect("refused");
     let WsError::Http(resp) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(resp.status(), 401);
-    let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    let body = resp.body().as_deref().map_or(serde_json::Value::Null, |b| {
+        serde_json::from_slice(b).expect("a JSON body")
+    });
+    (resp.status().as_u16(), body)
+}
+
+#[tokio::test]
+async fn a_bad_header_token_gets_401_and_no_websocket() {
+    let srv = auth_server().await;
+    let (status, body) = refused_upgrade(&srv, &[("Authorization", "Bearer nope")]).await;
+    assert_eq!(status, 401);
     assert_eq!(body["error"], "unauthorized");
     // A good header token needs no auth message.
     let auth = format!("Bearer {}", reader_token());
@@ -170,14 +179,8 @@ async fn origins_not_listed_get_403() {
     let srv =
         TestServer::start_with(|_, g| g.auth.allowed_origins = vec!["https://dash.example".into()])
             .await;
-    let err = Client::connect(&srv.ws_url(), &[("Origin", "https://evil.example")])
-        .await
-        .err()
-        .expect("refused");
-    let WsError::Http(resp) = err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(resp.status(), 403);
+    let (status, _) = refused_upgrade(&srv, &[("Origin", "https://evil.example")]).await;
+    assert_eq!(status, 403);
     let mut ok = Client::connect(&srv.ws_url(), &[("Origin", "https://dash.example")])
         .await
         .unwrap();
@@ -243,15 +246,8 @@ async fn a_token_before_its_nbf_is_refused_and_fractional_times_are_accepted() {
     let srv = auth_server().await;
     let early = jwt(json!({"sub":"early","exp":now_s()+3600,"nbf":now_s()+600,"subscribe":[">"]}));
     let bearer = format!("Bearer {early}");
-    let err = Client::connect(&srv.ws_url(), &[("Authorization", &bearer)])
-        .await
-        .err()
-        .expect("refused");
-    let WsError::Http(resp) = err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(resp.status(), 401);
-    let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    let (status, body) = refused_upgrade(&srv, &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 401);
     assert_eq!(body["error"], "unauthorized", "{body}");
     let (s, b) = http(
         srv.addr,

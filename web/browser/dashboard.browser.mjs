@@ -250,6 +250,20 @@ async function waitConn(page, want, timeoutMs, what) {
     .catch(async () => fail(`${what}: connection text is '${await connText(page)}' after ${timeoutMs} ms`));
 }
 
+/** Waits until the table shows rows, all of them fx.* topics. */
+async function onlyFxRows(page, what) {
+  await page
+    .waitForFunction(
+      () => {
+        const rows = [...document.querySelectorAll('#topic-rows tr[data-topic]')];
+        return rows.length > 0 && rows.every((tr) => tr.dataset.topic.startsWith('fx.'));
+      },
+      null,
+      { timeout: 10_000 },
+    )
+    .catch(async () => fail(`${what}: rows are ${JSON.stringify(await topicsShown(page))}`));
+}
+
 async function applyFilter(page, text) {
   await page.fill('#filter', text);
   await page.press('#filter', 'Enter');
@@ -311,16 +325,7 @@ async function run(state) {
 
   // 2. Filter to fx.*.
   await applyFilter(page, 'fx.*');
-  await page
-    .waitForFunction(
-      () => {
-        const rows = [...document.querySelectorAll('#topic-rows tr[data-topic]')];
-        return rows.length > 0 && rows.every((tr) => tr.dataset.topic.startsWith('fx.'));
-      },
-      null,
-      { timeout: 10_000 },
-    )
-    .catch(async () => fail(`filter fx.*: rows are ${JSON.stringify(await topicsShown(page))}`));
+  await onlyFxRows(page, 'filter fx.*');
   const fxBefore = await stamps(page);
   const fxCount = Object.keys(fxBefore).length;
   await rowsUpdate(page, fxBefore, Math.min(2, fxCount), 10_000, 'fx rows after filtering');
@@ -496,16 +501,7 @@ async function run(state) {
   log(`5c. fx.* token, filter >: '${await connText(authPage)}', '${refusedError}'`);
   await applyFilter(authPage, 'fx.*');
   await waitConn(authPage, 'live', 10_000, 'fx.* token, filter fx.*');
-  await authPage
-    .waitForFunction(
-      () => {
-        const rows = [...document.querySelectorAll('#topic-rows tr[data-topic]')];
-        return rows.length > 0 && rows.every((tr) => tr.dataset.topic.startsWith('fx.'));
-      },
-      null,
-      { timeout: 10_000 },
-    )
-    .catch(async () => fail(`fx.* token, filter fx.*: rows are ${JSON.stringify(await topicsShown(authPage))}`));
+  await onlyFxRows(authPage, 'fx.* token, filter fx.*');
   const fxStamps = await stamps(authPage);
   await rowsUpdate(authPage, fxStamps, Math.min(2, Object.keys(fxStamps).length), 15_000, 'fx.* token, filter fx.*');
   log('5d. fx.* token, filter fx.*: live, fx rows updating');
