@@ -48,6 +48,16 @@ const BATCH_MAX: usize = 1024;
 /// How long the last ticks may take to reach NATS when the node stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A topic's last tick from this node is sent once more when the topic has
+/// been quiet this long. NATS delivers at most once: a peer that lost the
+/// last tick of a topic that then goes quiet would otherwise serve the one
+/// before it until the next tick (a gap is only seen when a later tick
+/// comes). A peer that has it drops the repeat as a duplicate.
+const REPEAT_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the publisher task looks for quiet topics to repeat.
+const REPEAT_EVERY: Duration = Duration::from_millis(250);
+
 /// Reconnect delays: at once, then doubling from 50 ms up to this, with jitter
 /// (so restarted NATS is not hit by every node in the same millisecond).
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
@@ -432,7 +442,42 @@ fn replicator(
     })
 }
 
-/// Takes everything queued at once, publishes it and flushes once per batch.
+/// The last message sent per topic, until the topic has been quiet for
+/// [`REPEAT_AFTER`]: then it is sent once more and forgotten.
+#[derive(Default)]
+struct Quiet {
+    last: std::collections::HashMap<Bytes, (Bytes, tokio::time::Instant)>,
+}
+
+impl Quiet {
+    fn sent(&mut self, batch: &[Outgoing], now: tokio::time::Instant) {
+        for m in batch {
+            self.last
+                .insert(m.subject.clone(), (m.payload.clone(), now));
+        }
+    }
+
+    /// The messages of the topics quiet since `REPEAT_AFTER` before `now`,
+    /// forgotten here.
+    fn due(&mut self, now: tokio::time::Instant) -> Vec<Outgoing> {
+        let mut due = Vec::new();
+        self.last.retain(|subject, (payload, at)| {
+            let quiet = now.duration_since(*at) >= REPEAT_AFTER;
+            if quiet {
+                due.push(Outgoing {
+                    subject: subject.clone(),
+                    payload: payload.clone(),
+                });
+            }
+            !quiet
+        });
+        due
+    }
+}
+
+/// Takes everything queued at once, publishes it and flushes once per batch;
+/// and sends the last tick of each topic that went quiet once more
+/// ([`REPEAT_AFTER`]).
 async fn publish_loop(
     client: Client,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -441,12 +486,29 @@ async fn publish_loop(
 ) {
     let throttle = Throttle::default();
     let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut quiet = Quiet::default();
+    let mut look = tokio::time::interval(REPEAT_EVERY);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Both branches are cancel safe (recv_many takes nothing when not chosen).
+        // All three are cancel safe (recv_many takes nothing when not chosen).
         let n = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             n = rx.recv_many(&mut batch, BATCH_MAX) => n,
+            now = look.tick() => {
+                let due = quiet.due(now);
+                if due.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    sent = send(&client, &due, &stats, &throttle) => {
+                        stats.repeated.fetch_add(sent, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
         };
         if n == 0 {
             break;
@@ -458,7 +520,11 @@ async fn publish_loop(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = send(&client, &batch, &stats, &throttle) => batch.clear(),
+            sent = send(&client, &batch, &stats, &throttle) => {
+                stats.published.fetch_add(sent, Ordering::Relaxed);
+                quiet.sent(&batch, tokio::time::Instant::now());
+                batch.clear();
+            }
         }
     }
     // Stop taking ticks, then send what is queued within the deadline: a node
@@ -480,7 +546,8 @@ async fn publish_loop(
             if batch.is_empty() && rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
                 break;
             }
-            send(&client, &batch, &stats, &throttle).await;
+            let sent = send(&client, &batch, &stats, &throttle).await;
+            stats.published.fetch_add(sent, Ordering::Relaxed);
             batch.clear();
         }
     };
@@ -492,9 +559,15 @@ async fn publish_loop(
     }
 }
 
-/// Publishes a batch and flushes. Cancel safe in the sense that matters: the
-/// batch is only read, so a cut-short send can be repeated.
-async fn send(client: &Client, batch: &[Outgoing], stats: &ClusterStats, throttle: &Throttle) {
+/// Publishes a batch and flushes; returns how many messages the client took.
+/// Cancel safe in the sense that matters: the batch is only read, so a
+/// cut-short send can be repeated.
+async fn send(
+    client: &Client,
+    batch: &[Outgoing],
+    stats: &ClusterStats,
+    throttle: &Throttle,
+) -> u64 {
     let mut sent = 0;
     for m in batch {
         let subject =
@@ -511,13 +584,13 @@ async fn send(client: &Client, batch: &[Outgoing], stats: &ClusterStats, throttl
             }
         }
     }
-    stats.published.fetch_add(sent, Ordering::Relaxed);
     if let Err(e) = client.flush().await {
         stats.publish_errors.fetch_add(1, Ordering::Relaxed);
         if throttle.ready() {
             tracing::warn!(error = %e, "cluster flush failed");
         }
     }
+    sent
 }
 
 /// Hands every peer's tick to the engine, in the order NATS delivers them
@@ -640,6 +713,33 @@ mod tests {
             frames_carry_epoch: true,
             ..Default::default()
         })
+    }
+
+    fn out(subject: &'static str, payload: &'static str) -> Outgoing {
+        Outgoing {
+            subject: Bytes::from_static(subject.as_bytes()),
+            payload: Bytes::from_static(payload.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_topics_last_message_is_due_once_after_it_has_been_quiet() {
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = Quiet::default();
+        q.sent(&[out("t.a", "a1"), out("t.b", "b1")], t0);
+        q.sent(&[out("t.a", "a2")], t0 + ms(500));
+        assert!(q.due(t0 + ms(999)).is_empty(), "nothing quiet for 1 s yet");
+        // b has been quiet for 1 s; a's newer message has not.
+        let due = q.due(t0 + ms(1000));
+        assert_eq!(due.len(), 1);
+        assert_eq!((&due[0].subject[..], &due[0].payload[..]), (&b"t.b"[..], &b"b1"[..]));
+        let due = q.due(t0 + ms(1500));
+        assert_eq!(due.len(), 1);
+        assert_eq!(&due[0].payload[..], b"a2", "the last one, not the first");
+        // Once each: nothing is left to repeat.
+        assert!(q.due(t0 + ms(5000)).is_empty());
+        assert!(q.last.is_empty());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct ClusterStats {
     pub syncs: AtomicU64,
     /// Topics whose last value came from a state transfer.
     pub sync_topics: AtomicU64,
+    /// Last ticks of quiet topics sent once more, for a peer that missed them.
+    pub repeated: AtomicU64,
 }
 
 /// A copy of [`ClusterStats`] at one moment.
@@ -49,6 +51,7 @@ pub struct ClusterSnapshot {
     pub queue_len: u64,
     pub syncs: u64,
     pub sync_topics: u64,
+    pub repeated: u64,
 }
 
 impl ClusterStats {
@@ -68,6 +71,7 @@ impl ClusterStats {
             queue_len: self.queue_len.load(r),
             syncs: self.syncs.load(r),
             sync_topics: self.sync_topics.load(r),
+            repeated: self.repeated.load(r),
         }
     }
 }
@@ -75,7 +79,7 @@ impl ClusterStats {
 impl ClusterSnapshot {
     /// `(name, help, value)` of each counter, for an exporter: names without
     /// a prefix, in a fixed order.
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 11] {
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 12] {
         [
             (
                 "published",
@@ -127,6 +131,11 @@ impl ClusterSnapshot {
                 "sync_topics",
                 "Topics whose last value came from a state transfer",
                 self.sync_topics,
+            ),
+            (
+                "repeated",
+                "Last ticks of quiet topics sent to NATS once more, for a peer that missed them",
+                self.repeated,
             ),
         ]
     }
