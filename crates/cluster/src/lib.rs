@@ -733,7 +733,10 @@ mod tests {
         // b has been quiet for 1 s; a's newer message has not.
         let due = q.due(t0 + ms(1000));
         assert_eq!(due.len(), 1);
-        assert_eq!((&due[0].subject[..], &due[0].payload[..]), (&b"t.b"[..], &b"b1"[..]));
+        assert_eq!(
+            (&due[0].subject[..], &due[0].payload[..]),
+            (&b"t.b"[..], &b"b1"[..])
+        );
         let due = q.due(t0 + ms(1500));
         assert_eq!(due.len(), 1);
         assert_eq!(&due[0].payload[..], b"a2", "the last one, not the first");
