@@ -276,6 +276,17 @@ impl Cluster {
                     subject: wildcard.clone(),
                     error: e.to_string(),
                 })?;
+        // A quiet topic's last tick, sent again (`REPEAT_AFTER`), comes on
+        // subjects of its own: it only fills in what a node missed of the
+        // epoch it holds (`Engine::apply_repeat`).
+        let repeat_wildcard = format!("{}.r.>", cfg.subject_prefix);
+        let repeats = client
+            .subscribe(repeat_wildcard.clone())
+            .await
+            .map_err(|e| ClusterError::Subscribe {
+                subject: repeat_wildcard,
+                error: e.to_string(),
+            })?;
         let sync_subject = format!("{}.sync", cfg.subject_prefix);
         let sync_requests = client
             .queue_subscribe(sync_subject.clone(), sync::QUEUE_GROUP.to_owned())
@@ -297,9 +308,11 @@ impl Cluster {
             .map_err(|_| ClusterError::ReplicatorTaken)?;
 
         let tracker = TaskTracker::new();
+        let repeat_prefix = format!("{}.r.", cfg.subject_prefix);
         tracker.spawn(publish_loop(
             client.clone(),
             rx,
+            Quiet::new(&prefix, &repeat_prefix),
             stats.clone(),
             shutdown.clone(),
         ));
@@ -318,7 +331,12 @@ impl Cluster {
             connected,
             shutdown.clone(),
         ));
-        tracker.spawn(receive_loop(sub, engine, stats.clone(), prefix, shutdown));
+        tracker.spawn(receive_loop(
+            [(sub, prefix, false), (repeats, repeat_prefix, true)],
+            engine,
+            stats.clone(),
+            shutdown,
+        ));
         tracker.close();
         tracing::info!(node = %cfg.node, url = %cfg.url, subject = %wildcard, "cluster started");
         Ok(Cluster {
@@ -443,13 +461,25 @@ fn replicator(
 }
 
 /// The last message sent per topic, until the topic has been quiet for
-/// [`REPEAT_AFTER`]: then it is sent once more and forgotten.
-#[derive(Default)]
+/// [`REPEAT_AFTER`]: then it is sent once more, on the repeat subject, and
+/// forgotten.
 struct Quiet {
+    /// Tick subject -> (message, when sent).
     last: std::collections::HashMap<Bytes, (Bytes, tokio::time::Instant)>,
+    /// `{prefix}.t.`'s length, and `{prefix}.r.` that replaces it.
+    tick_prefix_len: usize,
+    repeat_prefix: Bytes,
 }
 
 impl Quiet {
+    fn new(tick_prefix: &str, repeat_prefix: &str) -> Quiet {
+        Quiet {
+            last: std::collections::HashMap::new(),
+            tick_prefix_len: tick_prefix.len(),
+            repeat_prefix: Bytes::copy_from_slice(repeat_prefix.as_bytes()),
+        }
+    }
+
     fn sent(&mut self, batch: &[Outgoing], now: tokio::time::Instant) {
         for m in batch {
             self.last
@@ -464,8 +494,11 @@ impl Quiet {
         self.last.retain(|subject, (payload, at)| {
             let quiet = now.duration_since(*at) >= REPEAT_AFTER;
             if quiet {
+                let mut repeat = BytesMut::with_capacity(subject.len() + 1);
+                repeat.put_slice(&self.repeat_prefix);
+                repeat.put_slice(&subject[self.tick_prefix_len..]);
                 due.push(Outgoing {
-                    subject: subject.clone(),
+                    subject: repeat.freeze(),
                     payload: payload.clone(),
                 });
             }
@@ -481,12 +514,12 @@ impl Quiet {
 async fn publish_loop(
     client: Client,
     mut rx: mpsc::Receiver<Outgoing>,
+    mut quiet: Quiet,
     stats: Arc<ClusterStats>,
     shutdown: CancellationToken,
 ) {
     let throttle = Throttle::default();
     let mut batch = Vec::with_capacity(BATCH_MAX);
-    let mut quiet = Quiet::default();
     let mut look = tokio::time::interval(REPEAT_EVERY);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -594,20 +627,23 @@ async fn send(
 }
 
 /// Hands every peer's tick to the engine, in the order NATS delivers them
-/// (which is each publisher's order).
+/// (which is each publisher's order), and every repeat of a quiet topic's
+/// last tick. Each subscription comes with its subjects' prefix and whether
+/// it carries repeats.
 async fn receive_loop(
-    mut sub: Subscriber,
+    subs: [(Subscriber, String, bool); 2],
     engine: Arc<Engine>,
     stats: Arc<ClusterStats>,
-    prefix: String,
     shutdown: CancellationToken,
 ) {
     let throttle = Throttle::default();
+    let [(mut ticks, tick_prefix, _), (mut repeats, repeat_prefix, _)] = subs;
     loop {
-        let msg = tokio::select! {
+        let (msg, prefix, repeat) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            m = sub.next() => m,
+            m = ticks.next() => (m, &tick_prefix, false),
+            m = repeats.next() => (m, &repeat_prefix, true),
         };
         let Some(msg) = msg else {
             break;
@@ -615,13 +651,15 @@ async fn receive_loop(
         apply(
             &engine,
             &stats,
-            &prefix,
+            prefix,
             msg.subject.as_str(),
             &msg.payload,
+            repeat,
             &throttle,
         );
     }
-    let _ = sub.unsubscribe().await;
+    let _ = ticks.unsubscribe().await;
+    let _ = repeats.unsubscribe().await;
 }
 
 /// One message from NATS into the engine.
@@ -631,6 +669,7 @@ fn apply(
     prefix: &str,
     subject: &str,
     payload: &[u8],
+    repeat: bool,
     throttle: &Throttle,
 ) {
     let decoded = subject
@@ -653,7 +692,12 @@ fn apply(
         return;
     }
     stats.received.fetch_add(1, Ordering::Relaxed);
-    match engine.apply_remote(&topic, h.epoch, h.seq, h.ts, data) {
+    let applied = if repeat {
+        engine.apply_repeat(&topic, h.epoch, h.seq, h.ts, data)
+    } else {
+        engine.apply_remote(&topic, h.epoch, h.seq, h.ts, data)
+    };
+    match applied {
         // The engine counts and logs gaps, duplicates and conflicts.
         Ok(RemoteOutcome::Applied | RemoteOutcome::Duplicate | RemoteOutcome::Gap { .. }) => {}
         Ok(RemoteOutcome::NewEpoch { conflict }) => {
@@ -726,7 +770,7 @@ mod tests {
     fn a_topics_last_message_is_due_once_after_it_has_been_quiet() {
         let t0 = tokio::time::Instant::now();
         let ms = Duration::from_millis;
-        let mut q = Quiet::default();
+        let mut q = Quiet::new("t.", "r.");
         q.sent(&[out("t.a", "a1"), out("t.b", "b1")], t0);
         q.sent(&[out("t.a", "a2")], t0 + ms(500));
         assert!(q.due(t0 + ms(999)).is_empty(), "nothing quiet for 1 s yet");
@@ -735,7 +779,7 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(
             (&due[0].subject[..], &due[0].payload[..]),
-            (&b"t.b"[..], &b"b1"[..])
+            (&b"r.b"[..], &b"b1"[..])
         );
         let due = q.due(t0 + ms(1500));
         assert_eq!(due.len(), 1);
@@ -778,7 +822,7 @@ mod tests {
             },
             br#"{"p":2}"#,
         );
-        apply(&e, &stats, "tw.t.", "tw.t.a.b", &msg, &th);
+        apply(&e, &stats, "tw.t.", "tw.t.a.b", &msg, false, &th);
         let snap = e.snapshot(&[Topic::parse("a.b").unwrap()]);
         assert_eq!(
             (&*snap[0].epoch, snap[0].seq, snap[0].ts),
@@ -795,9 +839,9 @@ mod tests {
             },
             b"{}",
         );
-        apply(&e, &stats, "tw.t.", "tw.t.a.b", &own, &th);
-        apply(&e, &stats, "tw.t.", "tw.t.a..b", &msg, &th);
-        apply(&e, &stats, "tw.t.", "tw.t.a.b", b"\x01junk", &th);
+        apply(&e, &stats, "tw.t.", "tw.t.a.b", &own, false, &th);
+        apply(&e, &stats, "tw.t.", "tw.t.a..b", &msg, false, &th);
+        apply(&e, &stats, "tw.t.", "tw.t.a.b", b"\x01junk", false, &th);
         let s = stats.snapshot();
         assert_eq!((s.received, s.own_ignored, s.decode_errors), (1, 1, 2));
         assert_eq!(e.snapshot(&[Topic::parse("a.b").unwrap()])[0].seq, 5);

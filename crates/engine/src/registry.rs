@@ -564,6 +564,39 @@ impl Engine {
         ts: u64,
         data: &[u8],
     ) -> Result<RemoteOutcome, PublishError> {
+        self.apply_peer_tick(topic, epoch, seq, ts, data, false)
+    }
+
+    /// A tick another node sends again because its topic went quiet (the
+    /// last one it accepted). It only fills in what this node missed of the
+    /// epoch it holds, or a topic it has no value for: a topic held in
+    /// another epoch has moved on (to another node, or back to this one),
+    /// and the repeat, late by design, is dropped as a duplicate. As a
+    /// plain tick it could have replaced the newer value of the node the
+    /// topic moved to (a higher seq than that node's, or a clock ahead).
+    ///
+    /// # Errors
+    /// [`PublishError::TooManyTopics`] when the topic is new and the registry is full.
+    pub fn apply_repeat(
+        &self,
+        topic: &Topic,
+        epoch: &str,
+        seq: u64,
+        ts: u64,
+        data: &[u8],
+    ) -> Result<RemoteOutcome, PublishError> {
+        self.apply_peer_tick(topic, epoch, seq, ts, data, true)
+    }
+
+    fn apply_peer_tick(
+        &self,
+        topic: &Topic,
+        epoch: &str,
+        seq: u64,
+        ts: u64,
+        data: &[u8],
+        repeat: bool,
+    ) -> Result<RemoteOutcome, PublishError> {
         // Bound first: the read guard must be gone before create_topic takes the write lock.
         let found = self.reg.read().by_name.get(topic.as_str()).cloned();
         let slot = match found {
@@ -571,6 +604,10 @@ impl Engine {
             None => self.create_topic(topic, &Arc::from(epoch))?,
         };
         let mut s = slot.inner.lock();
+        if repeat && *s.epoch != *epoch && s.last.is_some() {
+            self.stats.remote_duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(RemoteOutcome::Duplicate);
+        }
         let outcome = if *s.epoch == *epoch {
             if seq <= s.seq && s.last.is_some() {
                 self.stats.remote_duplicates.fetch_add(1, Ordering::Relaxed);
@@ -1737,6 +1774,63 @@ mod tests {
         let got = recover(3, "nodeA2", 1);
         assert_eq!(got.len(), 2, "only nodeA2's seq 2: {got:?}");
         assert!(got[1].contains(r#""seq":2,"ts":8"#));
+    }
+
+    /// A repeat (a quiet topic's last tick, sent again by its node) fills in
+    /// the tail of the epoch held, or a topic with no value; once the topic
+    /// has moved to another epoch it is dropped, whatever its seq and ts.
+    #[test]
+    fn a_repeat_only_fills_in_the_epoch_it_belongs_to() {
+        let e = Engine::new(EngineConfig::default());
+        let data = |v: &str| format!(r#"{{"p":"{v}"}}"#);
+        let last = |topic: &str| e.snapshot(&[t(topic)])[0].clone();
+        // Lost 99 and 100 of nodeA's epoch: the repeat of 100 brings the value.
+        for seq in 1..=98 {
+            e.apply_remote(&t("x"), "nodeA", seq, 1000 + seq, b"{}")
+                .unwrap();
+        }
+        assert_eq!(
+            e.apply_repeat(&t("x"), "nodeA", 100, 1100, data("a100").as_bytes()),
+            Ok(RemoteOutcome::Gap { missed: 1 })
+        );
+        assert_eq!(
+            (last("x").seq, &last("x").data[..]),
+            (100, data("a100").as_bytes())
+        );
+        // Had it already: a duplicate.
+        assert_eq!(
+            e.apply_repeat(&t("x"), "nodeA", 100, 1100, data("a100").as_bytes()),
+            Ok(RemoteOutcome::Duplicate)
+        );
+        // The topic moved to nodeB (its seq going on from what this node
+        // had: 98, as 99 and 100 of nodeA were lost). nodeA's repeat of 100,
+        // a higher seq with an older ts, must not bring the old price back,
+        // nor count a conflict.
+        for seq in 1..=98 {
+            e.apply_remote(&t("y"), "nodeA", seq, 1000 + seq, b"{}")
+                .unwrap();
+        }
+        e.apply_remote(&t("y"), "nodeB", 99, 2000, data("b99").as_bytes())
+            .unwrap();
+        let conflicts = e.stats().epoch_conflicts.load(Ordering::Relaxed);
+        assert_eq!(
+            e.apply_repeat(&t("y"), "nodeA", 100, 1100, data("a100").as_bytes()),
+            Ok(RemoteOutcome::Duplicate)
+        );
+        // Nor with nodeA's clock ahead (a later ts than nodeB's value).
+        assert_eq!(
+            e.apply_repeat(&t("y"), "nodeA", 98, 5000, data("a98").as_bytes()),
+            Ok(RemoteOutcome::Duplicate)
+        );
+        assert_eq!((&*last("y").epoch, last("y").seq), ("nodeB", 99));
+        assert_eq!(&last("y").data[..], data("b99").as_bytes());
+        assert_eq!(e.stats().epoch_conflicts.load(Ordering::Relaxed), conflicts);
+        // A topic this node never had: the repeat creates it.
+        assert_eq!(
+            e.apply_repeat(&t("z"), "nodeA", 7, 1007, data("a7").as_bytes()),
+            Ok(RemoteOutcome::Applied)
+        );
+        assert_eq!(last("z").seq, 7);
     }
 
     /// An engine with a 4 KiB soft limit, and a tick's data of about 50 bytes.

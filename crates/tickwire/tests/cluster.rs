@@ -611,7 +611,7 @@ async fn a_quiet_topics_last_tick_is_sent_once_more() {
         .await
         .expect("a plain NATS client connects");
     let mut watch = raw
-        .subscribe("tickwire.t.quiet.>")
+        .subscribe("tickwire.*.quiet.>")
         .await
         .expect("subscribe on NATS");
     raw.flush()
@@ -630,10 +630,24 @@ async fn a_quiet_topics_last_tick_is_sent_once_more() {
             .await
             .expect("a message on NATS within WAIT")
             .expect("the subscription is open");
-        seen.push(m.payload);
+        seen.push((m.subject.to_string(), m.payload));
     }
-    assert_ne!(seen[0], seen[1], "two different ticks");
-    assert_eq!(seen[2], seen[1], "then the last one again, not the first");
+    let subjects: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    // Ticks on `.t.`, the repeat on `.r.`: a node applies a repeat only to
+    // the epoch it holds (Engine::apply_repeat).
+    assert_eq!(
+        subjects,
+        [
+            "tickwire.t.quiet.px",
+            "tickwire.t.quiet.px",
+            "tickwire.r.quiet.px"
+        ]
+    );
+    assert_ne!(seen[0].1, seen[1].1, "two different ticks");
+    assert_eq!(
+        seen[2].1, seen[1].1,
+        "then the last one again, not the first"
+    );
     assert!(a.metric("tickwire_cluster_repeated_total").await >= 1.0);
 
     // b had both: the repeat is a duplicate there, delivered to no one.
