@@ -514,6 +514,30 @@ test('a first subscribe refused as forbidden is reported, and the connection sta
   assert.equal(t.sockets.length, 1);
 });
 
+test('a subscribe sent before the first one was refused does not make the page live', () => {
+  // The first subscribe is in flight when the filter changes: the change
+  // goes out as a diff. The first is then refused (the broker holds none of
+  // its patterns); the diff's success covers only its own.
+  const t = setup({ topics: ['fx.*', 'secret.*'] });
+  t.client.start();
+  const ws = t.last();
+  ws.open();
+  ws.receive({ type: 'welcome', epoch: 'E1', heartbeat_ms: 15000, server_time: 0 });
+  const first = ws.ops('subscribe')[0];
+  t.client.setTopics(['fx.*', 'crypto.*']);
+  const diff = ws.ops('subscribe').at(-1);
+  assert.deepEqual(diff.topics, ['crypto.*']);
+  ws.receive({ type: 'error', id: first.id, code: 'forbidden', message: "not allowed to subscribe to 'secret.*'" });
+  ws.receive({ type: 'subscribed', id: diff.id, topics: diff.topics });
+  assert.equal(t.lastState().state, 'refused', 'fx.* is not held: not live');
+  // Asked for whole, and granted: live.
+  t.client.setTopics(['fx.*', 'crypto.*', 'eq.*']);
+  const whole = ws.ops('subscribe').at(-1);
+  assert.deepEqual(whole.topics, ['fx.*', 'crypto.*', 'eq.*']);
+  ws.receive({ type: 'subscribed', id: whole.id, topics: whole.topics });
+  assert.equal(t.lastState().state, 'live');
+});
+
 test('stop() closes with 1000 and stays stopped until start()', () => {
   const t = setup();
   t.client.start();

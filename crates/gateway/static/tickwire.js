@@ -736,15 +736,20 @@ export class TickwireClient {
       this.epoch = this.conn.serverEpoch;
     }
     const recovery = since !== null && Object.keys(since).length > 0;
-    const id = this.#id('subscribe', { initial, recovery });
+    // Sent while refused, a subscribe asks for every pattern: its success
+    // makes the connection live. One sent before the refusal asked for a
+    // part only, and its success does not.
+    const whole = this.state === 'refused';
+    const id = this.#id('subscribe', { initial, recovery, whole });
     this.#send(buildSubscribe({ id, topics, maxHz: this.maxHz, snapshot: this.snapshot, epoch, since, epochs }));
   }
 
   #onSubscribed(msg) {
     const req = this.pending.get(msg.id);
     this.pending.delete(msg.id);
-    // The first subscribe, or one after it was refused, makes the connection live.
-    if (!req || !(req.initial || this.state === 'refused')) return;
+    // The first subscribe, or the whole set asked for after a refusal,
+    // makes the connection live.
+    if (!req || !(req.initial || (req.whole && this.state === 'refused'))) return;
     let recovered = null;
     if (req.recovery) {
       // `recovered` may be a boolean for the request or, from a broker that
