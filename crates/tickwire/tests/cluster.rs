@@ -331,6 +331,18 @@ async fn until_linked(from: &Node, to: &Node) {
     panic!("{}'s ticks never reached {}", from.name, to.name);
 }
 
+/// A nats-server and two nodes, a and b, connected to it, with a's ticks
+/// proven to reach b.
+async fn two_linked_nodes() -> (Nats, Node, Node) {
+    let nats = Nats::start();
+    let mut a = Node::start("a", &nats.url());
+    let mut b = Node::start("b", &nats.url());
+    a.wait_connected(1);
+    b.wait_connected(1);
+    until_linked(&a, &b).await;
+    (nats, a, b)
+}
+
 fn prices(n: usize, from: usize) -> Vec<Value> {
     (from..from + n)
         .map(|i| json!({"price": format!("64{i:03}.50"), "i": i}))
@@ -396,12 +408,7 @@ async fn ticks_published_on_one_node_reach_subscribers_on_every_other_in_order()
 #[tokio::test]
 #[ignore = "needs nats-server"]
 async fn a_client_of_a_node_that_dies_recovers_on_another_by_epoch_and_seq() {
-    let nats = Nats::start();
-    let mut a = Node::start("a", &nats.url());
-    let mut b = Node::start("b", &nats.url());
-    a.wait_connected(1);
-    b.wait_connected(1);
-    until_linked(&a, &b).await;
+    let (_nats, mut a, b) = two_linked_nodes().await;
 
     // A dashboard on a sees ticks 1..=50.
     let mut dash = a.client().await;
@@ -515,12 +522,7 @@ async fn nodes_serve_without_nats_and_deliver_again_once_it_is_back() {
 #[tokio::test]
 #[ignore = "needs nats-server"]
 async fn two_nodes_publishing_one_topic_is_counted_as_a_conflict() {
-    let nats = Nats::start();
-    let mut a = Node::start("a", &nats.url());
-    let mut b = Node::start("b", &nats.url());
-    a.wait_connected(1);
-    b.wait_connected(1);
-    until_linked(&a, &b).await;
+    let (_nats, a, b) = two_linked_nodes().await;
     let mut on_b = b.client().await;
     on_b.subscribe(json!({"op":"subscribe","topics":["dup"]}))
         .await;
@@ -570,12 +572,7 @@ async fn a_node_that_joins_late_takes_the_last_values_from_a_peer() {
 #[tokio::test]
 #[ignore = "needs nats-server"]
 async fn a_node_that_stops_cleanly_sends_its_last_ticks_first() {
-    let nats = Nats::start();
-    let mut a = Node::start("a", &nats.url());
-    let mut b = Node::start("b", &nats.url());
-    a.wait_connected(1);
-    b.wait_connected(1);
-    until_linked(&a, &b).await;
+    let (_nats, mut a, b) = two_linked_nodes().await;
     let data = prices(1000, 0);
     a.publish("burst", &data).await;
     // Straight after: what a still has queued goes out before it exits.
@@ -601,12 +598,7 @@ async fn a_node_that_stops_cleanly_sends_its_last_ticks_first() {
 async fn a_quiet_topics_last_tick_is_sent_once_more() {
     use futures_util::StreamExt;
 
-    let nats = Nats::start();
-    let mut a = Node::start("a", &nats.url());
-    let mut b = Node::start("b", &nats.url());
-    a.wait_connected(1);
-    b.wait_connected(1);
-    until_linked(&a, &b).await;
+    let (nats, a, b) = two_linked_nodes().await;
     let raw = async_nats::connect(nats.url())
         .await
         .expect("a plain NATS client connects");
